@@ -29,6 +29,8 @@ def F(default, lo=None, hi=None, doc: str = "", lo_open: bool = False):
 
 class ConfigError(ValueError):
     "A configuration problem; the message names the field, the value and what is allowed."
+    def _render_traceback_(self):  # IPython shows this one paragraph instead of a traceback
+        return [f"\x1b[1;31mConfigError\x1b[0m: {self}"]
 
 # %% ../nbs/00_config.ipynb #b033a94c
 VIT_SIZES = dict(  # name -> (embed_dim, depth, num_heads), as in ViT/DeiT
@@ -52,6 +54,7 @@ class DataConfig:
     n_local_crops: int = F(0, 0, 16, doc="extra small crops per image (multi-crop)")
     local_crop_scale: tuple[float, float] = F((0.05, 0.3), 0.0, 1.0, lo_open=True, doc="area range of local crops")
     local_crop_size: int = F(96, 8, 4096, doc="side of local crops, pixels")
+    eval_crop_fraction: float = F(1.0, 0.0, 1.0, lo_open=True, doc="eval: resize the short side to image_size / this, centre-crop image_size (ImageNet: 0.875)")
     batch_size: int = F(128, 1, doc="images per optimizer micro-step (per process under DDP)")
     num_workers: int = F(0, 0, 64, doc="DataLoader worker processes (masks are sampled there)")
     max_bad_fraction: float = F(0.01, 0.0, 1.0, doc="fail if more than this fraction of image files is unreadable")
@@ -167,6 +170,8 @@ class EvalConfig:
     probe_grid: list[float] = F([0.01, 0.1, 1.0, 10.0], 0.0, lo_open=True, doc="inverse regularisation C (sklearn) or lr (torch) to choose from on val")
     batch_size: int = F(256, 1, doc="images per feature-extraction batch")
     cache: bool = F(True, doc="cache features on disk keyed by checkpoint and dataset")
+    probe_steps: int = F(300, 1, doc="full-batch optimisation steps of the torch linear head (probe='torch' only)")
+    pixel_size: int = F(16, 1, 1024, doc="pixel baseline: images are average-pooled to at most this side, then flattened")
 
 # %% ../nbs/00_config.ipynb #6b81139f
 SECTIONS = dict(data=DataConfig, mask=MaskConfig, model=ModelConfig, loss=LossConfig,
@@ -317,6 +322,7 @@ def validate(cfg: Config) -> Config:
     if k.min_keep > g * g:
         raise ConfigError(f"mask.min_keep={k.min_keep} exceeds the {g}x{g}={g*g} patches of the grid")
     if k.context != "guaranteed": _unused(cfg, "mask", "min_context", "mask.context is not 'guaranteed'")
+    if d.augment == "3aug": _unused(cfg, "data", "hflip", "data.augment='3aug' always flips")
     if d.n_local_crops == 0:
         for n in ("local_crop_scale", "local_crop_size"): _unused(cfg, "data", n, "data.n_local_crops=0")
     if d.dataset in ("shapes", "digits"):
@@ -330,7 +336,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"loss.level_weights={l.level_weights} needs one weight per level (model.n_levels={m.n_levels})")
     if l.pred_loss != "huber": _unused(cfg, "loss", "huber_delta", f"loss.pred_loss={l.pred_loss!r}")
     if len(set(l.regularizers)) != len(l.regularizers): raise ConfigError(f"loss.regularizers={l.regularizers} repeats a term")
-    if not l.regularizers: _unused(cfg, "loss", "reg_on", "loss.regularizers is empty")
+    if not {"vicreg", "sigreg"} & set(l.regularizers):  # C-JEPA always uses the context and target means
+        _unused(cfg, "loss", "reg_on", f"only 'vicreg' and 'sigreg' use it; loss.regularizers={l.regularizers}")
     for term, names in dict(vicreg=("vicreg_weight", "vicreg_var_coeff", "vicreg_cov_coeff", "vicreg_inv_coeff", "vicreg_eps"),
                             sigreg=("sigreg_weight", "sigreg_slices", "sigreg_t_max", "sigreg_points"),
                             cjepa=("cjepa_weight", "cjepa_temperature")).items():
@@ -343,6 +350,7 @@ def validate(cfg: Config) -> Config:
     if t.precision == "fp16" and t.device in ("cpu", "mps"):
         raise ConfigError(f"train.precision='fp16' needs CUDA (GradScaler); train.device={t.device!r}: use 'bf16' or 'fp32'")
     if t.epochs == 0 and t.max_steps is None: raise ConfigError("train.epochs=0 needs train.max_steps")
+    if cfg.eval.probe != "torch": _unused(cfg, "eval", "probe_steps", f"eval.probe={cfg.eval.probe!r} (only the torch head takes steps)")
     return cfg
 
 # %% ../nbs/00_config.ipynb #c37e91ec
