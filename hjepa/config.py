@@ -69,6 +69,7 @@ class MaskConfig:
     context_scale: tuple[float, float] = F((0.85, 1.0), 0.0, 1.0, lo_open=True, doc="area of the context block before target removal")
     context_aspect: tuple[float, float] = F((1.0, 1.0), 0.0, None, lo_open=True, doc="height/width ratio of the context block")
     allow_overlap: bool = F(False, doc="let the context keep patches that are also targets")
+    nested: bool = F(False, doc="centre block m of each coarser level on block m of level 0 (n_levels > 1)")
     context: Literal["ijepa", "guaranteed"] = F("ijepa", doc="official coverage, or keep at least `min_context`")
     min_context: float = F(0.25, 0.0, 1.0, lo_open=True, doc="least context fraction kept (context='guaranteed' only)")
     min_keep: int = F(4, 1, doc="least number of context patches")
@@ -313,6 +314,9 @@ def validate(cfg: Config) -> Config:
         if max(m.level_blocks) > m.depth:
             raise ConfigError(f"model.level_blocks={m.level_blocks} names a block beyond model.depth={m.depth}")
     if m.fpn and m.n_levels == 1: raise ConfigError("model.fpn=True needs model.n_levels > 1")
+    if m.n_levels == 1: _unused(cfg, "mask", "nested", "model.n_levels=1 has no coarser levels")
+    elif k.nested and max(n_targets(cfg)[1:]) > n_targets(cfg)[0]:
+        raise ConfigError(f"mask.nested=True needs no more target blocks on a coarser level than on level 0; mask.n_targets={k.n_targets}")
     if len(k.n_targets) not in (1, m.n_levels):
         raise ConfigError(f"mask.n_targets={k.n_targets} must have 1 or model.n_levels={m.n_levels} entries")
     for name in ("target_scale", "target_aspect", "context_scale", "context_aspect", "crop_scale", "local_crop_scale"):
@@ -355,15 +359,15 @@ def validate(cfg: Config) -> Config:
 
 # %% ../nbs/00_config.ipynb #c37e91ec
 PRESETS = dict(
-    ijepa=dict(model=dict(n_levels=1), mask=dict(n_targets=[4], context="ijepa")),
-    hjepa=dict(model=dict(n_levels=3), mask=dict(n_targets=[4, 2, 1])),
+    ijepa=dict(model=dict(n_levels=1), mask=dict(n_targets=[4], context="ijepa", nested=False)),
+    hjepa=dict(model=dict(n_levels=3), mask=dict(n_targets=[4, 2, 1], nested=True)),
     tiny=dict(data=dict(dataset="shapes", image_size=32, batch_size=64, n_train=4096),
               model=dict(patch_size=4, embed_dim=192, depth=6, num_heads=3, pred_dim=96, pred_depth=3, pred_heads=3),
               train=dict(epochs=10, threads=2), eval=dict(batch_size=256)),
     micro=dict(data=dict(dataset="shapes", image_size=16, batch_size=16, n_train=256, n_val=64, n_test=64),
                model=dict(patch_size=4, embed_dim=32, depth=2, num_heads=2, pred_dim=16, pred_depth=1, pred_heads=2,
                           n_levels=2),
-               mask=dict(n_targets=[2, 1]), train=dict(epochs=1, progress=False), eval=dict(batch_size=64)),
+               mask=dict(n_targets=[2, 1], nested=True), train=dict(epochs=1, progress=False), eval=dict(batch_size=64)),
 )
 
 def _merge(a: dict, b: dict) -> dict:
