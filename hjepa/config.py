@@ -218,6 +218,9 @@ def _check_scalar(name, v, tp, md):
     if tp is int:
         if isinstance(v, bool) or not isinstance(v, int): raise ConfigError(f"{name}={v!r} must be an integer")
     elif tp is float:
+        if isinstance(v, str):  # YAML 1.1 reads '3e-3' (no dot) as a string
+            try: v = float(v)
+            except ValueError: pass
         if isinstance(v, bool) or not isinstance(v, (int, float)): raise ConfigError(f"{name}={v!r} must be a number")
         v = float(v)
     elif tp is str:
@@ -293,9 +296,9 @@ def grid_size(cfg: Config) -> int:
 def validate(cfg: Config) -> Config:
     "Check cross-field rules; returns `cfg` (with a named ViT size resolved) or raises `ConfigError`."
     m, d, k, l, o, t = cfg.model, cfg.data, cfg.mask, cfg.loss, cfg.optim, cfg.train
-    if m.size != "custom":
-        for n in ("embed_dim", "depth", "num_heads"):
-            _unused(cfg, "model", n, f"model.size={m.size!r} sets it (use size='custom')")
+    if m.size != "custom":  # the size sets the three fields; a resolved config (same values) re-validates
+        for name, v in zip(("embed_dim", "depth", "num_heads"), VIT_SIZES[m.size]):
+            if getattr(m, name) != v: _unused(cfg, "model", name, f"model.size={m.size!r} sets it (use size='custom')")
         m.embed_dim, m.depth, m.num_heads = VIT_SIZES[m.size]
     if m.embed_dim % m.num_heads:
         raise ConfigError(f"model.embed_dim={m.embed_dim} must be divisible by model.num_heads={m.num_heads}")
@@ -403,8 +406,8 @@ def _split(o: str):
 
 # %% ../nbs/00_config.ipynb #51ea62a5
 def get_config(preset: str = "hjepa", overrides=None, base: Optional[dict] = None) -> Config:
-    "Defaults, then `base` (e.g. a YAML file's dict), then presets, then dotted `overrides`; validated."
-    d = _merge(base or {}, preset_dict(preset)) if preset else dict(base or {})
+    "Defaults, then presets, then `base` (e.g. a YAML file's dict), then dotted `overrides`; validated."
+    d = _merge(preset_dict(preset) if preset else {}, base or {})
     return from_dict(_merge(d, parse_overrides(overrides)))
 
 def load_config(path, overrides=None) -> Config:
