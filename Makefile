@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 export PYTHONHASHSEED := 0
 
-.PHONY: install system-deps check test docs demo bench results clean
+.PHONY: install system-deps check test docs readme demo bench results clean
 
 $(STAMP): setup.py settings.ini
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -41,11 +41,27 @@ check: install
 test: install system-deps check
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --durations=15 $(PYTEST_ARGS) tests
 
+# The docs site in _docs/. With Quarto: nbdev_docs on an executed copy of nbs/ (the notebooks are committed
+# without outputs, so figures need execution). Without Quarto (as in CI): tools/build_docs.py renders the same
+# pages offline (executes the notebooks 2 at a time, skipping #| slow/#| gpu cells; show_doc output, figures,
+# sidebar). DOCS_ARGS: e.g. "--only 00_config,08_eval" or "--no-exec" for a quick look.
+DOCS_ARGS ?=
+NBDEV_YML = $(PY) -c "from nbdev.quarto import refresh_quarto_yml, nbdev_sidebar; refresh_quarto_yml(); nbdev_sidebar.__wrapped__()"
 docs: install
-	$(PY) -m hjepa.docs
+	@$(NBDEV_YML)
+	@if command -v quarto >/dev/null 2>&1; then \
+	  OMP_NUM_THREADS=1 $(PY) tools/build_docs.py --exec-to _exec/nbs $(DOCS_ARGS) && $(BIN)/nbdev_docs --path _exec/nbs; \
+	else \
+	  echo "quarto not found: building the docs offline with tools/build_docs.py"; \
+	  OMP_NUM_THREADS=1 $(PY) tools/build_docs.py $(DOCS_ARGS); \
+	fi
+
+# README.md from nbs/index.ipynb: nbdev_readme with Quarto, else the offline markdown export.
+readme: install
+	@if command -v quarto >/dev/null 2>&1; then $(BIN)/nbdev_readme; else $(PY) tools/build_docs.py --readme; fi
 
 demo: install
 	$(PY) -m hjepa.demo
 
 clean:
-	rm -rf _docs _proc .pytest_cache
+	rm -rf _docs _proc _exec .pytest_cache
