@@ -1,0 +1,90 @@
+"""The experiment notebooks execute under papermill with tiny parameters; sweeps; one-paragraph errors."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from hjepa.experiments import run_notebook, run_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPERMILL = [sys.executable, "-m", "papermill", "--no-progress-bar"]
+TINY = dict(max_steps=6, epochs=1)
+
+
+def outputs(nb_path, kind):
+    nb = nbformat.read(nb_path, as_version=4)
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if kind in o.get("data", {})]
+
+
+def test_train_notebook_report(tmp_path):
+    res = run_notebook("train", tmp_path, dict(TINY, out_dir=str(tmp_path)))
+    assert res["status"] == "ok", res["error"]
+    assert len(outputs(res["executed"], "image/png")) >= 4  # masks, run plots, spectrum, evaluation
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    for k in ("final", "collapse", "eval", "random_init", "pixels", "images_per_s", "wall_time_s", "steps"):
+        assert k in m, k
+    assert set(m["eval"]) >= {"knn_top1", "probe_test"} and 0 <= m["eval"]["probe_test"] <= 1
+    assert m["steps"] == 6 and "loss" in m["final"]
+    assert Path(res["html"]).read_text().count("<img") >= 4
+
+
+def test_evaluate_notebook_on_a_checkpoint(tmp_path):
+    res = run_notebook("evaluate", tmp_path, dict(out=str(tmp_path / "eval.json")))  # trains a micro model first
+    assert res["status"] == "ok", res["error"]
+    assert outputs(res["executed"], "image/png")
+    assert "knn_top1" in json.loads((tmp_path / "eval.json").read_text())
+
+
+def test_explorer_notebooks_execute(tmp_path):
+    for name, params in [("explore_masks", dict(grid=8, n_stats=32)), ("explore_collapse", dict(steps=4))]:
+        res = run_notebook(name, tmp_path / name, params, html=False)
+        assert res["status"] == "ok", (name, res["error"])
+        nb = nbformat.read(res["executed"], as_version=4)
+        kinds = {k for c in nb.cells for o in c.get("outputs", []) for k in o.get("data", {})}
+        assert "application/vnd.jupyter.widget-view+json" in kinds, (name, kinds)
+
+
+def test_sweep_two_points(tmp_path):
+    spec = dict(name="s", notebook="train", fixed=dict(TINY, preset="micro"), grid=dict(seed=[0, 1]))
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
+    out = subprocess.run([sys.executable, "-m", "hjepa.experiments", "sweep", str(tmp_path / "sweep.yaml"),
+                          "--root", str(tmp_path), "--no-html"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    import pandas as pd
+    df = pd.read_csv(tmp_path / "s" / "summary.csv")
+    assert list(df["run"]) == ["seed=0", "seed=1"] and (df["status"] == "ok").all()
+    assert "eval.probe_test" in df.columns and (tmp_path / "s" / "compare.png").stat().st_size > 1000
+    # re-running skips finished runs; a failing run is recorded and does not stop the others
+    spec["grid"]["seed"] = [0, 1]
+    spec["list"] = [dict(name="bad", preset="nope"), dict(name="seed=0", seed=0)]
+    del spec["grid"]
+    sdir = run_sweep(spec, root=tmp_path, html=False)
+    df = pd.read_csv(sdir / "summary.csv").set_index("run")
+    assert df.loc["seed=0", "status"] == "ok (cached)"
+    assert df.loc["bad", "status"] == "failed" and "unknown preset 'nope'" in df.loc["bad", "error"]
+
+
+@pytest.mark.parametrize("params, message", [
+    (["-p", "preset", "tiyn"], "unknown preset 'tiyn'; did you mean 'tiny'?"),
+    (["-p", "dataset", "imagefolder", "-p", "data_dir", "/no/such/dir"], "data.data_dir='/no/such/dir' does not exist"),
+    (["-y", "overrides: [model.dpeth=3]"], "unknown key 'model.dpeth'; did you mean 'depth'"),
+])
+def test_errors_exit_nonzero_with_one_paragraph(tmp_path, params, message):
+    out_nb = tmp_path / "out.ipynb"
+    r = subprocess.run(PAPERMILL + [str(ROOT / "nbs/experiments/train.ipynb"), str(out_nb)] + params,
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode != 0 and message in r.stderr
+    nb = nbformat.read(out_nb, as_version=4)
+    errs = [o for c in nb.cells for o in c.get("outputs", []) if o["output_type"] == "error"]
+    assert len(errs) == 1 and message in errs[0]["evalue"]
+    assert errs[0]["ename"] == "ExperimentError" and len(errs[0]["traceback"]) == 1  # one paragraph, no traceback
+
+
+def test_evaluate_rejects_a_missing_checkpoint(tmp_path):
+    r = subprocess.run(PAPERMILL + [str(ROOT / "nbs/experiments/evaluate.ipynb"), str(tmp_path / "o.ipynb"),
+                                    "-p", "checkpoint", "/no/such.pt"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode != 0 and "checkpoint /no/such.pt does not exist" in r.stderr
