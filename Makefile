@@ -61,7 +61,7 @@ readme: install
 	@if command -v quarto >/dev/null 2>&1; then $(BIN)/nbdev_readme; else $(PY) tools/build_docs.py --readme; fi
 
 demo: install
-	$(PY) -m hjepa.demo
+	OMP_NUM_THREADS=2 $(PY) -m hjepa.experiments demo
 
 clean:
 	rm -rf _docs _proc _exec .pytest_cache

@@ -154,8 +154,8 @@ class TrainConfig:
     keep_last: int = F(2, 1, doc="checkpoints kept besides the final one")
     val_every: int = F(1, 0, doc="epochs between validation passes; 0: never")
     max_bad_steps: int = F(10, 1, doc="consecutive non-finite steps before the run stops")
-    collapse_std: float = F(0.01, 0.0, doc="warn when the per-dim std of normalised embeddings falls below")
-    collapse_rank: float = F(0.1, 0.0, 1.0, doc="warn when effective rank / dim falls below")
+    collapse_std: float = F(0.002, 0.0, doc="warn when the per-dim std of normalised embeddings falls below (healthy: ~1/sqrt(D))")
+    collapse_rank: float = F(0.02, 0.0, 1.0, doc="warn when effective rank / min(batch, dim) falls below")
     tensorboard: bool = F(False, doc="also write TensorBoard events")
     progress: bool = F(True, doc="show a tqdm progress bar")
 
@@ -366,6 +366,9 @@ PRESETS = dict(
     hjepa=dict(model=dict(n_levels=3), mask=dict(n_targets=[4, 2, 1], nested=True)),
     tiny=dict(data=dict(dataset="shapes", image_size=32, batch_size=64, n_train=4096),
               model=dict(patch_size=4, embed_dim=192, depth=6, num_heads=3, pred_dim=96, pred_depth=3, pred_heads=3),
+              train=dict(epochs=10, threads=2), eval=dict(batch_size=256)),
+    mini=dict(data=dict(dataset="shapes", image_size=32, batch_size=64, n_train=4096),
+              model=dict(patch_size=4, embed_dim=96, depth=4, num_heads=3, pred_dim=48, pred_depth=2, pred_heads=3),
               train=dict(epochs=10, threads=2), eval=dict(batch_size=256)),
     micro=dict(data=dict(dataset="shapes", image_size=16, batch_size=16, n_train=256, n_val=64, n_test=64),
                model=dict(patch_size=4, embed_dim=32, depth=2, num_heads=2, pred_dim=16, pred_depth=1, pred_heads=2,

@@ -22,7 +22,7 @@ from .config import ConfigError, grid_size
 from .config import n_targets as config_n_targets
 
 # %% auto #0
-__all__ = ['Masks', 'BlockMasker', 'MaskCollator', 'mask_stats', 'plot_mask_stats', 'sample_photos', 'show_masks',
+__all__ = ['Masks', 'BlockMasker', 'MaskCollator', 'mask_stats', 'plot_mask_stats', 'photo_batch', 'show_masks',
            'show_masks_plotly', 'mask_explorer']
 
 # %% ../nbs/01_masks.ipynb #b798b164
@@ -393,16 +393,11 @@ def plot_mask_stats(stats: dict, size: float = 2.6):
     return fig
 
 # %% ../nbs/01_masks.ipynb #9e7b16c5
-def sample_photos(size: int = 224, names: Sequence[str] = ("astronaut", "chelsea", "coffee")) -> Tensor:
-    "scikit-image's sample photos, centre-cropped and resized: a float (N, 3, size, size) batch in [0, 1]."
-    from skimage import data
-    out = []
-    for name in names:
-        a = torch.from_numpy(getattr(data, name)()).permute(2, 0, 1).float() / 255
-        (h, w), s = a.shape[1:], min(a.shape[1:])
-        a = a[:, (h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-        out.append(torch.nn.functional.interpolate(a[None], size=(size, size), mode="bilinear", antialias=True)[0])
-    return torch.stack(out).clamp(0, 1)
+def photo_batch(size: int = 224, names: Sequence[str] = ("astronaut", "chelsea", "coffee")) -> Tensor:
+    "`hjepa.data.sample_photos` (scikit-image's photos) as a float (N, 3, size, size) batch in [0, 1], for previews."
+    from hjepa.data import sample_photos  # imported here: hjepa.data imports this module
+    return torch.stack([torch.from_numpy(np.asarray(p)).permute(2, 0, 1).float() / 255
+                        for p in sample_photos(size, names).values()])
 
 _COLORS = np.array([(0.12, 0.47, 0.71), (1.0, 0.5, 0.05), (0.17, 0.63, 0.17), (0.84, 0.15, 0.16), (0.58, 0.4, 0.74),
                     (0.55, 0.34, 0.29), (0.89, 0.47, 0.76), (0.74, 0.74, 0.13), (0.09, 0.75, 0.81), (0.5, 0.5, 0.5)])
@@ -490,11 +485,11 @@ def _stats_html(stats: dict) -> str:
             + stats["coverage"].to_html(float_format=lambda x: f"{x:.3f}")
             + f"<p>target block sizes: {html.escape(sizes)}<br>relaxations: {relax}</p>")
 
-def mask_explorer(images=None,  # photos to preview (default: `sample_photos(160)`)
+def mask_explorer(images=None,  # photos to preview (default: `photo_batch(160)`)
                   n_stats: int = 256):  # samples measured for the statistics
     "An ipywidgets UI: every masker option on a control; preview and statistics update live."
     import ipywidgets as w
-    images = sample_photos(160) if images is None else images
+    images = photo_batch(160) if images is None else images
     # sliders and the text box report on release / Enter, not on every step of a drag or keystroke
     kw = dict(style={"description_width": "110px"}, layout=w.Layout(width="360px"))
     slow = dict(kw, continuous_update=False)

@@ -69,7 +69,7 @@ def test_sweep_two_points(tmp_path):
 
 
 @pytest.mark.parametrize("params, message", [
-    (["-p", "preset", "tiyn"], "unknown preset 'tiyn'; did you mean 'tiny'?"),
+    (["-p", "preset", "tiyn"], "unknown preset 'tiyn'; did you mean 'tiny'"),
     (["-p", "dataset", "imagefolder", "-p", "data_dir", "/no/such/dir"], "data.data_dir='/no/such/dir' does not exist"),
     (["-y", "overrides: [model.dpeth=3]"], "unknown key 'model.dpeth'; did you mean 'depth'"),
 ])

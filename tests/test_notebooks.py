@@ -6,7 +6,7 @@ import pytest
 from nbdev.test import test_nb as run_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((ROOT / "nbs").glob("[0-9]*.ipynb"))
+NOTEBOOKS = [ROOT / "nbs" / "index.ipynb"] + sorted((ROOT / "nbs").glob("[0-9]*.ipynb"))
 SKIP_FLAGS = {"slow", "gpu"} - set(os.environ.get("HJEPA_TEST_FLAGS", "").split())
 
 
