@@ -65,3 +65,7 @@ demo: install
 
 clean:
 	rm -rf _docs _proc _exec .pytest_cache
+
+# The train-step benchmark suite (set IJEPA_SRC to a checkout of the official I-JEPA code for the baseline).
+bench: install
+	$(PY) benchmarks/bench.py --out benchmarks/results.json

@@ -162,6 +162,10 @@ class ShapesDataset(Dataset):
             raise ValueError(f"n_classes={n_classes!r} is not allowed; ShapesDataset has 2 to {top} classes")
         self.n, self.image_size, self.n_classes, self.seed, self.split = n, image_size, n_classes, seed, split
         self._split = _split_id(split)
+        # Rendering costs ~1 ms per 32-px image, a sizeable part of a small model's step: keep rendered images
+        # (uint8) when they fit in 256 MB, so every epoch after the first reads them from memory.
+        self._cache = np.zeros((n, image_size, image_size, 3), np.uint8) if n * image_size ** 2 * 3 <= 2 ** 28 else None
+        self._cached = np.zeros(n, bool)
 
     @property
     def classes(self) -> list[str]:
@@ -179,7 +183,10 @@ class ShapesDataset(Dataset):
         if not -self.n <= i < self.n: raise IndexError(f"index {i} out of range for ShapesDataset of {self.n} images")
         i = int(i) % self.n
         y = i % self.n_classes
-        img = render_shape(y, self.image_size, np.random.default_rng([self.seed, self._split, i]))
+        if self._cache is not None and self._cached[i]: img = self._cache[i]
+        else:
+            img = render_shape(y, self.image_size, np.random.default_rng([self.seed, self._split, i]))
+            if self._cache is not None: self._cache[i], self._cached[i] = img, True
         return torch.from_numpy(img).permute(2, 0, 1).contiguous(), y
 
 # %% ../nbs/06_data.ipynb #3b06df45
