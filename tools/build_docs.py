@@ -224,7 +224,7 @@ def build_one(path: str, execute: bool, flags: list[str], timeout: int | None, m
     try:
         from execnb.nbio import read_nb, nb2str
         nb = read_nb(path)
-        if nb.cells and re.search(r"^skip_exec:\s*true\s*$", nb.cells[0].source, re.M):
+        if nb.cells and re.search(r"^(- )?skip_exec:\s*true\s*$", nb.cells[0].source, re.M):
             execute = False  # frontmatter `skip_exec: true`: an executed report whose stored outputs are the page
         shell = execute_nb(nb, path, set(flags), timeout) if execute else None
         if mode == "ipynb":
