@@ -64,8 +64,9 @@ def knn_classify(
     temperature: float = 0.07, # T of the vote weights exp(s/T)
     n_classes: Optional[int] = None, # number of classes; None: 1 + the largest label seen
     chunk: int = 1024,      # test samples per similarity block
+    center: bool = True,    # subtract the memory bank's mean feature before the cosine (CL2N)
 ) -> dict:                  # {"top1", "top5", "pred" (N_test,), "k"}
-    "DINO-style weighted k-nearest-neighbour classification with cosine similarity."
+    "DINO-style weighted k-nearest-neighbour classification with cosine similarity (of centred features by default)."
     if k < 1: raise ValueError(f"k={k} must be >= 1")
     if temperature <= 0: raise ValueError(f"temperature={temperature} must be > 0")
     Xtr, ytr = _as_xy(train_feats, train_labels, "train")
@@ -75,9 +76,10 @@ def knn_classify(
     _check_classes(ytr)
     C = n_classes or _n_classes(ytr, yte)
     k = min(k, len(Xtr))
-    bank = F.normalize(torch.from_numpy(Xtr), dim=1)
+    mu = torch.from_numpy(Xtr).mean(0) if center else 0.0
+    bank = F.normalize(torch.from_numpy(Xtr) - mu, dim=1)
     bank_labels = torch.from_numpy(ytr)
-    query = F.normalize(torch.from_numpy(Xte), dim=1)
+    query = F.normalize(torch.from_numpy(Xte) - mu, dim=1)
     ranked = []
     for q in query.split(chunk):
         sim, idx = (q @ bank.T).topk(k, dim=1)                          # (c, k), sorted
