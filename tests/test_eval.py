@@ -43,12 +43,15 @@ def test_knn_top5_at_least_top1_and_torch_inputs():
     assert 0 < r["top1"] < 1 and r["top5"] >= r["top1"]
 
 
-def test_knn_matches_bruteforce_vote():
+@pytest.mark.parametrize("center", [True, False])
+def test_knn_matches_bruteforce_vote(center):
     rng = np.random.default_rng(0)
-    Xa, ya = rng.normal(size=(50, 6)).astype(np.float32), rng.integers(0, 3, 50)
-    Xt, yt = rng.normal(size=(20, 6)).astype(np.float32), rng.integers(0, 3, 20)
-    r = E.knn_classify(Xa, ya, Xt, yt, k=5, temperature=0.5, chunk=3)
-    A = Xa / np.linalg.norm(Xa, axis=1, keepdims=True); T = Xt / np.linalg.norm(Xt, axis=1, keepdims=True)
+    Xa, ya = rng.normal(size=(50, 6)).astype(np.float32) + 3.0, rng.integers(0, 3, 50)  # a common offset
+    Xt, yt = rng.normal(size=(20, 6)).astype(np.float32) + 3.0, rng.integers(0, 3, 20)
+    r = E.knn_classify(Xa, ya, Xt, yt, k=5, temperature=0.5, chunk=3, center=center)
+    mu = Xa.mean(0) if center else 0.0
+    A, T = Xa - mu, Xt - mu
+    A = A / np.linalg.norm(A, axis=1, keepdims=True); T = T / np.linalg.norm(T, axis=1, keepdims=True)
     S = T @ A.T
     want = []
     for s in S:
