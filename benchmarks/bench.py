@@ -65,7 +65,18 @@ N_BATCHES = 4
 def _median(xs): return statistics.median(xs) if xs else float("nan")
 
 
-class OfficialVariant:
+class _StepFlops:
+    "FLOPs of a variant's step on mask batch `i`, counted once per batch with FlopCounterMode."
+
+    def flops(self, i):
+        j = i % N_BATCHES
+        if j not in self._flops:
+            with FlopCounterMode(display=False) as fc: self.step(j)
+            self._flops[j] = fc.get_total_flops()
+        return self._flops[j]
+
+
+class OfficialVariant(_StepFlops):
     "The official I-JEPA step (see ijepa_baseline.py) at the tiny config of `preset`."
 
     def __init__(self, ij, precision="fp32", preset="tiny+ijepa", overrides=(), seed=0):
@@ -85,15 +96,9 @@ class OfficialVariant:
 
     def step(self, i): return self.impl.step(*self.batches[i % N_BATCHES])
 
-    def flops(self, i):
-        j = i % N_BATCHES
-        if j not in self._flops:
-            with FlopCounterMode(display=False) as fc: self.step(j)
-            self._flops[j] = fc.get_total_flops()
-        return self._flops[j]
 
 
-class OursVariant:
+class OursVariant(_StepFlops):
     "Our train step for a preset: forward, loss, backward, AdamW step, EMA (the trainer's step when exposed)."
 
     def __init__(self, preset="tiny+hjepa", precision="fp32", overrides=(), seed=0, compile=False, images=None):
@@ -173,12 +178,6 @@ class OursVariant:
         self._k += 1
         return float(loss.detach())
 
-    def flops(self, i):
-        j = i % N_BATCHES
-        if j not in self._flops:
-            with FlopCounterMode(display=False) as fc: self.step(j)
-            self._flops[j] = fc.get_total_flops()
-        return self._flops[j]
 
 
 class MatmulVariant:
