@@ -145,7 +145,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda", "mps"] = F("auto", doc="auto: CUDA > MPS > CPU")
     threads: Optional[int] = F(None, 1, doc="torch.set_num_threads; None: torch's default")
     target_encoder: Literal["ema", "shared"] = F("ema", doc="EMA copy (official) or the context encoder itself (pair with SIGReg)")
-    compile: bool = F(False, doc="torch.compile the step")
+    compile: bool = F(False, doc="torch.compile every transformer block (regional compilation, dynamic token counts)")
     out_dir: str = F("runs/default", doc="run directory")
     resume: str = F("none", doc="'none', 'auto' (latest good checkpoint in out_dir) or a checkpoint path")
     log_every: int = F(10, 1, doc="optimizer steps between metrics.jsonl lines")

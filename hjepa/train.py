@@ -36,8 +36,8 @@ __all__ = ['log', 'CKPT_FORMAT', 'warmup_steps', 'lr_at', 'wd_at', 'momentum_at'
            'write_checkpoint', 'read_checkpoint', 'list_checkpoints', 'prune_checkpoints', 'config_from_plain',
            'shape_differences', 'select_device', 'autocast_dtype', 'param_groups', 'build_optimizer', 'set_hparams',
            'pooled', 'rankme', 'embedding_stats', 'collapse_warnings', 'get_rng_state', 'set_rng_state',
-           'seed_everything', 'default_model', 'default_loss', 'default_loader', 'environment', 'Trainer', 'train',
-           'load_model', 'read_metrics', 'plot_run', 'cli_config', 'main']
+           'seed_everything', 'default_model', 'default_loss', 'default_loader', 'environment', 'compile_blocks',
+           'Trainer', 'train', 'load_model', 'read_metrics', 'plot_run', 'cli_config', 'main']
 
 # %% ../nbs/07_train.ipynb #16046136
 def _progress(step: int, start: int, end: int) -> float:
@@ -388,6 +388,14 @@ def _to(x, device):
     if isinstance(x, (list, tuple)): return type(x)(_to(v, device) for v in x)
     return x
 
+def compile_blocks(model: nn.Module, # a model whose transformer blocks to compile in place
+                  ) -> int:
+    "`torch.compile` every transformer `Block` in place (regional compilation, dynamic token counts); returns how many."
+    from hjepa.models import Block
+    blocks = [m for m in model.modules() if isinstance(m, Block)]
+    for b in blocks: b.compile(dynamic=True)  # one compiled graph serves every block of the same shape family
+    return len(blocks)
+
 # %% ../nbs/07_train.ipynb #02e9b119
 class Trainer:
     "The H-JEPA training loop; `fit()` writes a run directory (see the module docs)."
@@ -499,7 +507,7 @@ class Trainer:
         if self.distributed:
             self.fwd = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if t.compile: self.fwd = torch.compile(self.fwd)
+        if t.compile: compile_blocks(self.model)
         return self
 
     # ---------------------------------------------------------------- one optimizer step

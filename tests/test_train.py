@@ -292,6 +292,17 @@ def _kill_when(p, cond, timeout=300):
     p.wait()
 
 
+@pytest.mark.skipif(not REAL, reason="needs hjepa.models")
+def test_compile_blocks_matches_eager(tmp_path):
+    # train.compile=true compiles every transformer block in place (regional compilation): the same steps
+    # as eager up to float reassociation, and a checkpoint with the plain parameter names
+    runs = {c: T.train(micro(tmp_path / c, "train.max_steps=3", f"train.compile={c}")) for c in ("false", "true")}
+    tr = T.Trainer(micro(tmp_path / "x", "train.compile=true")).setup()
+    blocks = [m for m in tr.model.modules() if type(m).__name__ == "Block"]
+    assert blocks and all(b._compiled_call_impl is not None for b in blocks)
+    assert_same(final_weights(runs["false"]), final_weights(runs["true"]), exact=False, atol=1e-4)
+
+
 @pytest.mark.parametrize("real", [False] + ([True] if REAL_DATA else []))
 def test_kill_and_resume_is_exact(tmp_path, real):
     ov = ["train.epochs=2", "train.ckpt_every=3", "train.keep_last=2", "train.log_every=1", "train.monitor_every=2"]
