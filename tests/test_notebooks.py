@@ -14,3 +14,15 @@ SKIP_FLAGS = {"slow", "gpu"} - set(os.environ.get("HJEPA_TEST_FLAGS", "").split(
 def test_notebook(nb):
     ok, secs = run_notebook(nb, skip_flags=sorted(SKIP_FLAGS), basepath=ROOT)
     assert ok, f"{nb.name} failed; its traceback is in the captured stderr above"
+
+
+ALL_NOTEBOOKS = sorted(p for p in (ROOT / "nbs").rglob("*.ipynb") if not {".ipynb_checkpoints", "_proc"} & set(p.parts))
+
+
+@pytest.mark.parametrize("nb", ALL_NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT / "nbs")))
+def test_notebook_declares_kernel(nb):
+    # papermill and the docs build start the kernel the notebook names; a notebook rewritten by a tool such as
+    # jupytext can lose that metadata and then fails only when it is executed
+    import json
+    ks = json.loads(nb.read_text())["metadata"].get("kernelspec", {})
+    assert ks.get("name") == "python3" and ks.get("language") == "python", f"{nb.name}: kernelspec {ks!r}"
