@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
-from torchvision.transforms import v2
+from torchvision.transforms import RandomResizedCrop, v2
+import torchvision.transforms.v2.functional as TF
 
 from .config import Config, ConfigError, DataConfig
 
@@ -26,9 +27,9 @@ from .config import Config, ConfigError, DataConfig
 __all__ = ['SPLITS', 'SHAPE_KINDS', 'SHAPE_FILLS', 'MEAN', 'STD', 'PHOTOS', 'IMG_EXTENSIONS', 'CIFAR', 'mix_seed', 'render_shape',
            'ShapesDataset', 'to_display', 'show_grid', 'DigitsDataset', 'sample_photos', 'read_class_list',
            'scan_image_folder', 'check_images', 'ImageFolderDataset', 'image_folder_splits', 'cifar_dir', 'load_cifar',
-           'ArrayDataset', 'cifar_splits', 'MultiCrop', 'train_transform', 'eval_transform', 'raw_dataset',
-           'AugmentedDataset', 'NumberedBatch', 'build_dataset', 'EpochBatchSampler', 'NumberedMaskCollate',
-           'build_loader']
+           'ArrayDataset', 'cifar_splits', 'MinimalCrop', 'MultiCrop', 'train_transform', 'eval_transform',
+           'raw_dataset', 'AugmentedDataset', 'NumberedBatch', 'build_dataset', 'EpochBatchSampler',
+           'NumberedMaskCollate', 'build_loader']
 
 # %% ../nbs/06_data.ipynb #4f803825
 def mix_seed(*keys: int) -> int:
@@ -517,7 +518,25 @@ def _photometric(d: DataConfig, size: int) -> list:
 
 def _finish() -> list: return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)]
 
-def _crop(d: DataConfig, size: int, scale) -> v2.Compose:
+class MinimalCrop:
+    """I-JEPA's `minimal` augmentation as torchvision *functional* calls: `RandomResizedCrop`'s own parameter
+    sampling, an antialiased resized crop, an optional horizontal flip, float conversion and normalisation.
+    The same distribution as the v2 `Compose`, without the per-transform dispatch (about 4x cheaper per
+    image, which matters when the loader runs in the training process)."""
+    def __init__(self, size: int, scale, hflip: bool = False, ratio=(3 / 4, 4 / 3)):
+        self.size, self.scale, self.hflip, self.ratio = size, tuple(scale), hflip, tuple(ratio)
+
+    def __call__(self, img) -> torch.Tensor:
+        x = img if isinstance(img, torch.Tensor) else TF.to_image(img)  # PIL images and arrays too
+        i, j, h, w = RandomResizedCrop.get_params(x, list(self.scale), list(self.ratio))
+        x = TF.resized_crop(x, i, j, h, w, [self.size, self.size], antialias=True)
+        if self.hflip and torch.rand(1).item() < 0.5: x = TF.horizontal_flip(x)
+        return TF.normalize(TF.to_dtype(x, torch.float32, scale=True), MEAN, STD).as_subclass(torch.Tensor)
+
+    def __repr__(self): return f"MinimalCrop(size={self.size}, scale={self.scale}, hflip={self.hflip})"
+
+def _crop(d: DataConfig, size: int, scale) -> Callable:
+    if d.augment == "minimal": return MinimalCrop(size, scale, d.hflip)
     return v2.Compose([v2.ToImage(), v2.RandomResizedCrop(size, scale=tuple(scale), antialias=True),
                        *_photometric(d, size), *_finish()])
 
