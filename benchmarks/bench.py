@@ -101,7 +101,8 @@ class OfficialVariant(_StepFlops):
 class OursVariant(_StepFlops):
     "Our train step for a preset: forward, loss, backward, AdamW step, EMA (the trainer's step when exposed)."
 
-    def __init__(self, preset="tiny+hjepa", precision="fp32", overrides=(), seed=0, compile=False, images=None):
+    def __init__(self, preset="tiny+hjepa", precision="fp32", overrides=(), seed=0, compile=False, images=None,
+                 device="cpu"):
         from hjepa.config import get_config
         from hjepa.losses import build_loss
         from hjepa.masks import BlockMasker
@@ -113,7 +114,10 @@ class OursVariant(_StepFlops):
         self.masker = BlockMasker.from_config(cfg)
         B, S = cfg.data.batch_size, cfg.data.image_size
         g = torch.Generator().manual_seed(seed)
+        self.device = torch.device(device)
+        self.model.to(self.device)
         self.batches = [(torch.randn(B, 3, S, S, generator=g), self.masker(B, generator=g)) for _ in range(N_BATCHES)]
+        self.batches = [(x.to(self.device), m.to(self.device)) for x, m in self.batches]
         self.batch_size, self.precision = B, precision
         self.info = dict(impl="hjepa", preset=preset, precision=precision, batch_size=B, overrides=list(overrides),
                          context_len=[int(m.context.shape[1]) for _, m in self.batches],
@@ -135,7 +139,8 @@ class OursVariant(_StepFlops):
             out_dir = Path(tempfile.mkdtemp(prefix="hjepa-bench-")) / "run"  # setup() writes nothing
             tcfg = get_config(None, base=cfg.to_dict(), overrides=[f"train.out_dir={out_dir}", "train.val_every=0",
                                                                     f"train.compile={str(compile).lower()}",
-                                                                    "train.device=cpu", "train.progress=false",
+                                                                    f"train.device={self.device.type}",
+                                                                    "train.progress=false",
                                                                     f"train.threads={torch.get_num_threads()}"])
             model = self.model
             n = max(1, cfg.data.n_train // cfg.data.batch_size)
@@ -166,6 +171,7 @@ class OursVariant(_StepFlops):
         if self.trainer is not None:
             info = self.trainer.optimizer_step([(images, self._labels, masks)], self._k)
             self._k += 1
+            if self.device.type == "cuda": torch.cuda.synchronize(self.device)  # the EMA kernels are queued last
             return info.get("loss")
         with self._autocast():
             out = self.fwd(images, masks)
@@ -301,7 +307,7 @@ def section_throughput(args, ij, log):
     res = {s: _stats(vs[s], ts[s]) for s in specs}
     mm = _median([2 * vs["matmul"].n ** 3 / t for t in ts["matmul"]])
     for s in specs:
-        if s.endswith("fp32"):
+        if ":fp32" in s:
             res[s]["flops_per_step"] = [vs[s].flops(i) for i in range(N_BATCHES)]
             ach = _median([vs[s].flops(i) / t for i, t in enumerate(ts[s])])
             res[s].update(achieved_gflops=ach / 1e9, mfu=ach / mm)
@@ -466,6 +472,41 @@ def section_profile(args, log):
     return out
 
 
+VIT_B16 = ["data.image_size=224", "model.patch_size=16", "model.embed_dim=768", "model.depth=12", "model.num_heads=12",
+           "model.pred_dim=384", "model.pred_depth=6", "model.pred_heads=12"]
+
+
+def section_cuda(args, log, device="cuda", big=tuple(VIT_B16)):
+    """On a CUDA machine: step time of the tiny config and of a ViT-B/16 at 224 px (`big`), fp32 vs bf16,
+    SDPA vs flash-attn (when installed), and compiled blocks vs eager. `device`/`big` exist for a CPU smoke test."""
+    import importlib.util
+    big = list(big)
+    specs = {f"tiny+ijepa:{p}": (p, []) for p in ("fp32", "bf16")}
+    specs.update({f"vitb16+ijepa:{p}:sdpa": (p, big + ["model.attn_backend=sdpa"]) for p in ("fp32", "bf16")})
+    flash = importlib.util.find_spec("flash_attn") is not None
+    if flash: specs["vitb16+ijepa:bf16:flash"] = ("bf16", big + ["model.attn_backend=flash"])
+    vs = {k: OursVariant("tiny+ijepa", p, overrides=ov, device=device) for k, (p, ov) in specs.items()}
+    log(f"{device}: {len(vs)} variants interleaved" + ("" if flash else " (flash_attn not installed)"))
+    ts = interleave(vs, args.steps, args.warmup, log)
+    res = dict(device=torch.cuda.get_device_name() if device == "cuda" else str(device), flash_attn=flash,
+               steps={k: _stats(vs[k], ts[k]) for k in specs})
+    st = res["steps"]
+    res["bf16_speedup_vitb16"] = st["vitb16+ijepa:fp32:sdpa"]["step_ms"] / st["vitb16+ijepa:bf16:sdpa"]["step_ms"]
+    if flash: res["flash_speedup_vitb16_bf16"] = st["vitb16+ijepa:bf16:sdpa"]["step_ms"] / st["vitb16+ijepa:bf16:flash"]["step_ms"]
+    try:  # train.compile=true (every block compiled) against the eager bf16 ViT-B/16 step
+        t0 = time.perf_counter()
+        comp = OursVariant("tiny+ijepa", "bf16", overrides=big + ["model.attn_backend=sdpa"], device=device, compile=True)
+        for i in range(max(args.warmup, N_BATCHES)): comp.step(i)  # every batch's token counts compiled before timing
+        cs = time.perf_counter() - t0
+        tc = interleave({"eager": vs["vitb16+ijepa:bf16:sdpa"], "compiled": comp}, args.steps, 1, log)
+        res["compile"] = dict(ok=True, compile_s=cs, eager_ms=_median(tc["eager"]) * 1e3,
+                              compiled_ms=_median(tc["compiled"]) * 1e3,
+                              speedup=_median(tc["eager"]) / _median(tc["compiled"]))
+    except Exception as e:
+        res["compile"] = dict(ok=False, error=f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}")
+    return res
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Targets
 # ----------------------------------------------------------------------------------------------------------
@@ -486,6 +527,11 @@ def targets(R) -> list:
         o, m = th.get(f"official:{prec}"), th.get(f"tiny+ijepa:{prec}:{MATCHED}")
         add(f"  same, context tokens matched ({prec})", m and o and m["images_per_s"] / o["images_per_s"], ">=", 1.3,
             "supplementary: ours with the official's ~12 context tokens" if o else "official baseline not available")
+    o, m = th.get("official:fp32"), th.get(f"tiny+ijepa:fp32:{MATCHED}")
+    ok = o and m and "achieved_gflops" in o and "achieved_gflops" in m
+    add("  same work: achieved FLOP/s, ijepa / official (fp32)", m["achieved_gflops"] / o["achieved_gflops"] if ok else None,
+        ">=", 1.3, "supplementary: speed per FLOP, independent of how many tokens each masker keeps; "
+        f"official MFU {o['mfu']:.0%}, ours {m['mfu']:.0%}" if ok else "official baseline not available")
     for prec in ("fp32", "bf16"):
         a, b = th.get(f"tiny+ijepa:{prec}"), th.get(f"tiny+hjepa:{prec}")
         add(f"hjepa/ijepa step time ({prec})", a and b and b["step_ms"] / a["step_ms"], "<=", 1.2)
@@ -582,6 +628,7 @@ def run(args, log=print) -> dict:
     if "throughput" in R: section("masks_loader", section_masks_loader, args, R["throughput"], log)
     section("scaling", section_scaling, args, log)
     section("profile", section_profile, args, log)
+    if torch.cuda.is_available(): section("cuda", section_cuda, args, log)
     if "rss" not in args.skip:
         log("peak RSS (one subprocess per variant)")
         specs = [f"{p}:{q}" for q in ("fp32", "bf16") for p in (["official"] if ij else []) + ["tiny+ijepa", "tiny+hjepa"]]
@@ -589,7 +636,7 @@ def run(args, log=print) -> dict:
         for s, r in R["rss"].items():
             if "throughput" in R and s in R["throughput"]: R["throughput"][s]["peak_rss_mb"] = r.get("peak_rss_mb")
             log(f"  {s:20s} peak RSS {r.get('peak_rss_mb', float('nan')):8.0f} MB" if "peak_rss_mb" in r else f"  {s}: {r}")
-    if "compile" not in args.skip and (not args.quick or args.compile):
+    if "compile" not in args.skip and (not args.quick or args.compile):  # CPU; the CUDA section has its own
         log(f"torch.compile on/off (subprocess, limit {args.compile_timeout} s)")
         R["compile"] = {s: run_probe("compile", s, args, timeout=args.compile_timeout)
                         for s in ("tiny+hjepa:fp32",)}
@@ -613,7 +660,7 @@ def parse_args(argv=None):
     ap.add_argument("--compile-timeout", type=int, default=600)
     ap.add_argument("--compile-steps", type=int, default=None)
     ap.add_argument("--skip", default="", help="comma-separated sections to skip: throughput,mfu384,kept_fraction,"
-                                               "masks_loader,scaling,profile,rss,compile")
+                                               "masks_loader,scaling,profile,cuda,rss,compile")
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--_probe", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_spec", default=None, help=argparse.SUPPRESS)
