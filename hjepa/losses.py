@@ -152,7 +152,7 @@ class _ECFSums(torch.autograd.Function):
         for _ in range(2, P):
             c, s = c * c1 - s * s1, s * c1 + c * s1
             C.append(c.sum(-2)); S.append(s.sum(-2))
-        return torch.stack(C[:P], -1), torch.stack(S[:P], -1)
+        return torch.stack(C, -1), torch.stack(S, -1)
 
     @staticmethod
     @once_differentiable
