@@ -254,13 +254,14 @@ def probe_rss(spec, ij_src, steps=3):
     return dict(peak_rss_mb=_rss_mb(), rss_after_import_mb=before, rss_after_build_mb=built)
 
 
-def probe_compile(spec, steps, warmup):
+def probe_compile(spec, steps, warmup, device="cpu", eager=None):
+    "Eager against `train.compile=true` (every block compiled) for one variant spec; warm-up covers every batch."
     out = dict(spec=spec)
-    eager = make_variant(spec)
+    eager = eager or make_variant(spec, device=device)
     t0 = time.perf_counter()
     try:
-        comp = make_variant(spec, compile=True)
-        for i in range(warmup): comp.step(i)
+        comp = make_variant(spec, compile=True, device=device)
+        for i in range(max(warmup, N_BATCHES)): comp.step(i)  # each batch's token counts compiled before timing
     except Exception as e:
         out.update(ok=False, error=f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}")
         return out
@@ -493,17 +494,8 @@ def section_cuda(args, log, device="cuda", big=tuple(VIT_B16)):
     st = res["steps"]
     res["bf16_speedup_vitb16"] = st["vitb16+ijepa:fp32:sdpa"]["step_ms"] / st["vitb16+ijepa:bf16:sdpa"]["step_ms"]
     if flash: res["flash_speedup_vitb16_bf16"] = st["vitb16+ijepa:bf16:sdpa"]["step_ms"] / st["vitb16+ijepa:bf16:flash"]["step_ms"]
-    try:  # train.compile=true (every block compiled) against the eager bf16 ViT-B/16 step
-        t0 = time.perf_counter()
-        comp = OursVariant("tiny+ijepa", "bf16", overrides=big + ["model.attn_backend=sdpa"], device=device, compile=True)
-        for i in range(max(args.warmup, N_BATCHES)): comp.step(i)  # every batch's token counts compiled before timing
-        cs = time.perf_counter() - t0
-        tc = interleave({"eager": vs["vitb16+ijepa:bf16:sdpa"], "compiled": comp}, args.steps, 1, log)
-        res["compile"] = dict(ok=True, compile_s=cs, eager_ms=_median(tc["eager"]) * 1e3,
-                              compiled_ms=_median(tc["compiled"]) * 1e3,
-                              speedup=_median(tc["eager"]) / _median(tc["compiled"]))
-    except Exception as e:
-        res["compile"] = dict(ok=False, error=f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}")
+    spec = "tiny+ijepa:bf16:" + ";".join(big + ["model.attn_backend=sdpa"])  # the eager bf16 ViT-B/16 step above
+    res["compile"] = probe_compile(spec, args.steps, args.warmup, device, eager=vs["vitb16+ijepa:bf16:sdpa"])
     return res
 
 
