@@ -23,8 +23,8 @@ from .config import Config, ConfigError, get_config
 
 # %% auto #0
 __all__ = ['EXPERIMENTS', 'DEMO_PARAMS', 'ExperimentError', 'friendly_errors', 'experiment_config', 'experiment_path',
-           'render_html', 'run_notebook', 'sweep_runs', 'run_sweep', 'plot_sweep', 'main_sweep', 'metrics_frame',
-           'checkpoints', 'checkpoint_spectrum', 'collapse_explorer', 'demo', 'main']
+           'render_html', 'run_notebook', 'sweep_runs', 'set_aside_unfinished', 'run_sweep', 'plot_sweep', 'main_sweep',
+           'metrics_frame', 'checkpoints', 'checkpoint_spectrum', 'collapse_explorer', 'demo', 'main']
 
 # %% ../nbs/09_experiments.ipynb #30c0da85
 class ExperimentError(RuntimeError):
@@ -136,6 +136,15 @@ def _flat(d: dict, prefix="") -> dict:
         elif not isinstance(v, list): out[f"{prefix}{k}"] = v
     return out
 
+def set_aside_unfinished(rdir: Path) -> Optional[Path]:
+    "Move a run directory whose training began but never finished (no `metrics.json`) to `<name>.unfinished-<k>`; return where."
+    rdir = Path(rdir)
+    if (rdir / "metrics.json").exists() or not (rdir / "config.yaml").exists(): return None
+    k = 1
+    while (dest := rdir.with_name(f"{rdir.name}.unfinished-{k}")).exists(): k += 1
+    rdir.rename(dest)
+    return dest
+
 def run_sweep(spec, # a sweep dict or the path of a YAML file
               root="runs", # sweeps live in root/<name>/
               html: bool = True) -> Path:
@@ -153,6 +162,8 @@ def run_sweep(spec, # a sweep dict or the path of a YAML file
         done = rdir / "metrics.json"
         if done.exists(): res = dict(status="ok (cached)", error=None)
         else:
+            moved = set_aside_unfinished(rdir)
+            if moved: print(f"[sweep] {r['name']}: unfinished run moved to {moved}; starting it again", flush=True)
             print(f"[sweep] {r['name']} ...", flush=True)
             res = run_notebook(notebook, rdir, dict(r["params"], out_dir=str(rdir)), html=html)
             print(f"[sweep] {r['name']}: {res['status']}" + (f" — {res['error']}" if res["error"] else ""), flush=True)

@@ -66,6 +66,13 @@ def test_sweep_two_points(tmp_path):
     df = pd.read_csv(sdir / "summary.csv").set_index("run")
     assert df.loc["seed=0", "status"] == "ok (cached)"
     assert df.loc["bad", "status"] == "failed" and "unknown preset 'nope'" in df.loc["bad", "error"]
+    # a run that began training and never finished (no metrics.json) is set aside whole and run again
+    (sdir / "seed=0" / "metrics.json").unlink()
+    sdir = run_sweep(dict(spec, list=[dict(name="seed=0", seed=0)]), root=tmp_path, html=False)
+    assert pd.read_csv(sdir / "summary.csv").set_index("run").loc["seed=0", "status"] == "ok"
+    assert (sdir / "seed=0" / "metrics.json").exists()
+    aside = sdir / "seed=0.unfinished-1"
+    assert (aside / "config.yaml").exists() and not (aside / "metrics.json").exists()
 
 
 @pytest.mark.parametrize("params, message", [
