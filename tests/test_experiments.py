@@ -95,3 +95,26 @@ def test_evaluate_rejects_a_missing_checkpoint(tmp_path):
     r = subprocess.run(PAPERMILL + [str(ROOT / "nbs/experiments/evaluate.ipynb"), str(tmp_path / "o.ipynb"),
                                     "-p", "checkpoint", "/no/such.pt"], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode != 0 and "checkpoint /no/such.pt does not exist" in r.stderr
+
+
+def test_results_report_runs_and_refuses_mixed_budgets(tmp_path):
+    "The results report end to end at a few seconds per run: runs, table, plots, targets; then a budget mismatch is refused."
+    nb, root = ROOT / "nbs/experiments/results.ipynb", tmp_path / "runs"
+    args = ["-p", "root", str(root), "-p", "threads", "1", "-y", "seeds: [0]", "-y", "datasets: [digits]",
+            "-y", "variants: [ijepa, hjepa]"]
+    r = subprocess.run(PAPERMILL + [str(nb), str(tmp_path / "a.ipynb"), "-p", "budget_minutes", "0.05"] + args,
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for v in ("ijepa", "hjepa"): assert (root / "digits" / f"{v}-s0" / "metrics.json").exists()
+    out = nbformat.read(tmp_path / "a.ipynb", as_version=4)
+    text = "\n".join(str(o.get("data", {}).get("text/markdown", "")) + str(o.get("data", {}).get("text/plain", ""))
+                     for c in out.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "hjepa ≥ ijepa at equal budget" in text and "No silent collapse" in text
+    assert len(outputs(tmp_path / "a.ipynb", "image/png")) >= 3  # accuracy bars, loss vs accuracy, accuracy vs steps
+    # the same root with another budget: the finished runs would be averaged in silently, so the report refuses
+    r = subprocess.run(PAPERMILL + [str(nb), str(tmp_path / "b.ipynb"), "-p", "budget_minutes", "0.5"] + args,
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode != 0 and "trained with another budget: digits/ijepa-s0 (0.05 min)" in r.stderr
+    r = subprocess.run(PAPERMILL + [str(nb), str(tmp_path / "c.ipynb"), "-p", "epochs", "2", "-p", "budget_minutes", "0.05"] + args,
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode != 0 and "warmup_steps=50 exceeds the 40 planned steps of digits" in r.stderr
