@@ -382,7 +382,7 @@ def section_masks_loader(args, thr, log):
     The loader is measured in both states of the procedural dataset's image cache: `first_epoch` renders every
     image it reads (a fresh dataset), `steady` reads images rendered before (every later epoch)."""
     from hjepa.config import get_config
-    from hjepa.data import _raw_splits, build_loader, raw_dataset
+    from hjepa.data import build_loader, clear_dataset_cache, raw_dataset
     from hjepa.masks import BlockMasker
     res, n = {}, 5 if args.quick else 15
 
@@ -403,7 +403,7 @@ def section_masks_loader(args, thr, log):
         mt = []
         for _ in range(max(10, args.steps)):
             t0 = time.perf_counter(); masker(B, generator=g); mt.append(time.perf_counter() - t0)
-        _raw_splits.cache_clear()                   # a fresh dataset: nothing rendered yet
+        clear_dataset_cache()                       # a fresh dataset: nothing rendered yet
         first = loader_ms(cfg, masker)
         ds = raw_dataset(cfg, "train")
         for i in range(len(ds)): ds[i]              # render the whole split once, as the first epoch does

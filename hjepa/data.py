@@ -28,8 +28,8 @@ __all__ = ['SPLITS', 'SHAPE_KINDS', 'SHAPE_FILLS', 'MEAN', 'STD', 'PHOTOS', 'IMG
            'ShapesDataset', 'to_display', 'show_grid', 'DigitsDataset', 'sample_photos', 'read_class_list',
            'scan_image_folder', 'check_images', 'ImageFolderDataset', 'image_folder_splits', 'cifar_dir', 'load_cifar',
            'ArrayDataset', 'cifar_splits', 'MinimalCrop', 'MultiCrop', 'train_transform', 'eval_transform',
-           'raw_dataset', 'AugmentedDataset', 'NumberedBatch', 'build_dataset', 'EpochBatchSampler',
-           'NumberedMaskCollate', 'build_loader']
+           'raw_dataset', 'clear_dataset_cache', 'AugmentedDataset', 'NumberedBatch', 'build_dataset',
+           'EpochBatchSampler', 'NumberedMaskCollate', 'build_loader']
 
 # %% ../nbs/06_data.ipynb #4f803825
 def mix_seed(*keys: int) -> int:
@@ -584,6 +584,10 @@ def raw_dataset(cfg: Config, split: str) -> Dataset:
                      d.n_classes, d.seed, d.max_bad_fraction)[split]
     if len(ds) == 0: raise ValueError(f"split {split!r} of data.dataset={d.dataset!r} is empty (data.n_{split}=0?)")
     return ds
+
+def clear_dataset_cache():
+    "Forget the raw splits built so far: the next `raw_dataset` builds them afresh (files re-read, nothing rendered)."
+    _raw_splits.cache_clear()
 
 class AugmentedDataset(Dataset):
     "A raw dataset with a per-sample transform whose randomness is seeded by `(seed, epoch, index)`."
