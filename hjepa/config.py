@@ -90,7 +90,7 @@ class ModelConfig:
     layer_scale: Optional[float] = F(None, 0.0, lo_open=True, doc="LayerScale init value; None disables")
     drop_path: float = F(0.0, 0.0, 1.0, doc="stochastic depth rate of the last block")
     grad_checkpointing: bool = F(False, doc="recompute activations in backward to save memory")
-    attn_backend: Literal["auto", "sdpa", "flash"] = F("auto", doc="flash-attn on CUDA when installed, else SDPA")
+    attn_backend: Literal["auto", "sdpa", "flash"] = F("auto", doc="auto: flash-attn where it can run (CUDA, half precision, installed), else SDPA; flash: require it; sdpa: always SDPA")
     pred_dim: int = F(384, 8, doc="predictor width")
     pred_depth: int = F(6, 1, 64, doc="predictor blocks")
     pred_heads: int = F(12, 1, doc="predictor attention heads")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib.util
 import io
 import json
 import logging
@@ -34,10 +35,11 @@ log = logging.getLogger("hjepa.train")
 # %% auto #0
 __all__ = ['log', 'CKPT_FORMAT', 'warmup_steps', 'lr_at', 'wd_at', 'momentum_at', 'schedule', 'planned_steps', 'CheckpointError',
            'write_checkpoint', 'read_checkpoint', 'list_checkpoints', 'prune_checkpoints', 'config_from_plain',
-           'shape_differences', 'select_device', 'autocast_dtype', 'param_groups', 'build_optimizer', 'set_hparams',
-           'pooled', 'rankme', 'embedding_stats', 'collapse_warnings', 'get_rng_state', 'set_rng_state',
-           'seed_everything', 'default_model', 'default_loss', 'default_loader', 'environment', 'compile_blocks',
-           'Trainer', 'train', 'load_model', 'read_metrics', 'plot_run', 'cli_config', 'main']
+           'shape_differences', 'select_device', 'autocast_dtype', 'check_attn_backend', 'param_groups',
+           'build_optimizer', 'set_hparams', 'pooled', 'rankme', 'embedding_stats', 'collapse_warnings',
+           'get_rng_state', 'set_rng_state', 'seed_everything', 'default_model', 'default_loss', 'default_loader',
+           'environment', 'compile_blocks', 'Trainer', 'train', 'load_model', 'read_metrics', 'plot_run', 'cli_config',
+           'main']
 
 # %% ../nbs/07_train.ipynb #16046136
 def _progress(step: int, start: int, end: int) -> float:
@@ -230,6 +232,18 @@ def autocast_dtype(precision: str, # train.precision
         raise ConfigError(f"train.precision='fp16' needs CUDA (GradScaler) but the device is {device.type!r}; "
                           "use 'bf16' or 'fp32'")
     return dict(fp32=None, bf16=torch.bfloat16, fp16=torch.float16)[precision]
+
+def check_attn_backend(backend: str, # model.attn_backend
+                       precision: str, # train.precision
+                       device: torch.device, # resolved device
+                      ):
+    "`model.attn_backend='flash'` asks for flash-attn: a `ConfigError` where it could never run (package, device, fp32)."
+    if backend != "flash": return
+    why = ("the flash_attn package is not installed" if importlib.util.find_spec("flash_attn") is None else
+           f"it runs on CUDA only and train.device resolved to {device.type!r}" if device.type != "cuda" else
+           "it has no fp32 kernels and train.precision='fp32'" if precision == "fp32" else None)
+    if why: raise ConfigError(f"model.attn_backend='flash' cannot be honoured: {why}. Allowed: 'flash' (CUDA, "
+                              "bf16/fp16, flash_attn installed), 'auto' (flash-attn where it can run, else SDPA), 'sdpa'")
 
 def param_groups(model: nn.Module, # the model being trained
                 ) -> list[dict]:
@@ -458,6 +472,7 @@ class Trainer:
             torch.distributed.init_process_group(backend)
         self.device = select_device(t.device, self.local_rank)
         self.amp_dtype = autocast_dtype(t.precision, self.device)
+        check_attn_backend(cfg.model.attn_backend, t.precision, self.device)
         if t.threads: torch.set_num_threads(t.threads)
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise ConfigError(f"train.out_dir={str(self.run_dir)!r} is a file, not a directory")
