@@ -273,9 +273,9 @@ def collapse_explorer(run_dir): # a run directory written by the trainer
 
 # %% ../nbs/09_experiments.ipynb #2a8ca7ae
 DEMO_PARAMS = dict(preset="mini+hjepa", dataset="digits", max_steps=500, minutes=6.0, epochs=1000, out_dir="runs/demo",
-                   regularizers=["sigreg"],
+                   regularizers=["vicreg"],
                    overrides=["data.n_train=1297", "data.n_val=250", "data.n_test=250",
-                              "loss.reg_on=context_tokens", "loss.sigreg_weight=0.2", "loss.sigreg_slices=256"])
+                              "loss.reg_on=context_tokens", "loss.vicreg_weight=0.2"])
 
 def demo(out_dir: str = "runs/demo", **params) -> dict:
     "The main job: run `train.ipynb` with the demo parameters; print and return where the report is."
