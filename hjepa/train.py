@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import importlib.util
 import io
 import json
 import logging
@@ -239,7 +238,8 @@ def check_attn_backend(backend: str, # model.attn_backend
                       ):
     "`model.attn_backend='flash'` asks for flash-attn: a `ConfigError` where it could never run (package, device, fp32)."
     if backend != "flash": return
-    why = ("the flash_attn package is not installed" if importlib.util.find_spec("flash_attn") is None else
+    from hjepa.models import _flash_available  # the attention layer's own test, so the two cannot drift apart
+    why = ("the flash_attn package is not installed" if not _flash_available() else
            f"it runs on CUDA only and train.device resolved to {device.type!r}" if device.type != "cuda" else
            "it has no fp32 kernels and train.precision='fp32'" if precision == "fp32" else None)
     if why: raise ConfigError(f"model.attn_backend='flash' cannot be honoured: {why}. Allowed: 'flash' (CUDA, "
