@@ -95,6 +95,7 @@ class ModelConfig:
     pred_depth: int = F(6, 1, 64, doc="predictor blocks")
     pred_heads: int = F(12, 1, doc="predictor attention heads")
     pred_per_block: bool = F(True, doc="predict each target block in its own row (official) or all jointly")
+    pred_levels: Literal["shared", "separate"] = F("shared", doc="shared: a predictor row holds block m of every level; separate: each level's blocks get rows of their own (n_levels > 1)")
     n_levels: int = F(3, 1, 6, doc="hierarchy levels; level l predicts targets pooled over 2**l x 2**l patches")
     level_blocks: Optional[list[int]] = F(None, 1, doc="encoder block (1-based) whose output is each level's target; None: last")
     fpn: bool = F(False, doc="top-down (FPN-style) fusion of coarser-level targets into finer ones")
@@ -318,6 +319,7 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"model.level_blocks={m.level_blocks} names a block beyond model.depth={m.depth}")
     if m.fpn and m.n_levels == 1: raise ConfigError("model.fpn=True needs model.n_levels > 1")
     if m.n_levels == 1: _unused(cfg, "mask", "nested", "model.n_levels=1 has no coarser levels")
+    if m.n_levels == 1: _unused(cfg, "model", "pred_levels", "model.n_levels=1 has one level to predict")
     elif k.nested and max(n_targets(cfg)[1:]) > n_targets(cfg)[0]:
         raise ConfigError(f"mask.nested=True needs no more target blocks on a coarser level than on level 0; mask.n_targets={k.n_targets}")
     if len(k.n_targets) not in (1, m.n_levels):

@@ -305,6 +305,7 @@ class Predictor(nn.Module):
                  grid: tuple[int, int] = (14, 14), # level-0 patch grid of the training images
                  n_levels: int = 1, # hierarchy levels (heads and level embeddings)
                  per_block: bool = True, # one row per target block (official) or all blocks in one row
+                 levels: str = "shared", # "shared": a row holds every level's block m; "separate": rows per level
                  mlp_ratio: float = 4.0, # MLP hidden width / pred_dim
                  qkv_bias: bool = True, # bias in the qkv projections
                  grad_checkpointing: bool = False, # recompute block activations in backward
@@ -313,7 +314,8 @@ class Predictor(nn.Module):
         super().__init__()
         if pred_dim % num_heads: raise ValueError(f"pred_dim={pred_dim} must be divisible by pred_heads={num_heads}")
         self.embed_dim, self.pred_dim, self.n_levels = embed_dim, pred_dim, n_levels
-        self.per_block, self.grad_checkpointing, self.grid = per_block, grad_checkpointing, tuple(grid)
+        if levels not in ("shared", "separate"): raise ValueError(f"levels={levels!r}; allowed: 'shared', 'separate'")
+        self.per_block, self.levels, self.grad_checkpointing, self.grid = per_block, levels, grad_checkpointing, tuple(grid)
         self.embed = nn.Linear(embed_dim, pred_dim)
         self.mask_token = nn.Parameter(torch.zeros(pred_dim))
         # no level embedding for a flat model, so that n_levels=1 is exactly I-JEPA's predictor
@@ -333,7 +335,7 @@ class Predictor(nn.Module):
         m = cfg.model
         g = grid_size(cfg)
         return cls(m.embed_dim, m.pred_dim, m.pred_depth, m.pred_heads, (g, g), m.n_levels, m.pred_per_block,
-                   m.mlp_ratio, m.qkv_bias, m.grad_checkpointing, m.attn_backend)
+                   m.pred_levels, m.mlp_ratio, m.qkv_bias, m.grad_checkpointing, m.attn_backend)
 
     def _tables(self, grid, device=None):
         p = sincos_pos_embed(*grid, self.pred_dim, device)
@@ -361,11 +363,13 @@ class Predictor(nn.Module):
         for l, t in enumerate(targets):
             tok = self.mask_token if self.level_embed is None else self.mask_token + self.level_embed[l]
             mt.append(pos[l][t] + tok)
+        M = [t.shape[1] for t in targets]
         if self.per_block:
-            # row m: the context and block m of every level that has more than m blocks
-            M = [t.shape[1] for t in targets]
+            # shared: row m holds the context and block m of every level that has more than m blocks;
+            # separate: row (l, m) holds the context and block m of level l only
+            groups = _row_groups(M) if self.levels == "shared" else [(0, ml, [l]) for l, ml in enumerate(M) if ml]
             per_level = [[] for _ in targets]
-            for a, b, levels in _row_groups(M):
+            for a, b, levels in groups:
                 G = b - a
                 parts = [z.unsqueeze(1).expand(B, G, Nc, -1).contiguous()] + [mt[l][:, a:b] for l in levels]  # cat is ~10x faster on a contiguous tensor
                 x = torch.cat(parts, 2).flatten(0, 1)                             # (B*G, Nc + sum K_l, P)
@@ -375,9 +379,14 @@ class Predictor(nn.Module):
             outs = [(torch.cat(p, 1) if len(p) > 1 else p[0]).flatten(1, 2) if p else z.new_zeros(B, 0, self.pred_dim)
                     for p in per_level]
         else:
-            x = torch.cat([z] + [m.flatten(1, 2) for m in mt], 1)                 # (B, Nc + sum M_l K_l, P)
-            mask = None if ctx_valid is None else _key_mask(ctx_valid, x.shape[1])
-            outs = self._run(x, Nc, mask).split([m.shape[1] * m.shape[2] for m in mt], 1)
+            # one row per image with every block of every level (shared), or one row per image and level (separate)
+            sets = [list(range(len(mt)))] if self.levels == "shared" else [[l] for l in range(len(mt))]
+            outs = [None] * len(mt)
+            for levels in sets:
+                x = torch.cat([z] + [mt[l].flatten(1, 2) for l in levels], 1)     # (B, Nc + sum M_l K_l, P)
+                mask = None if ctx_valid is None else _key_mask(ctx_valid, x.shape[1])
+                y = self._run(x, Nc, mask).split([mt[l].shape[1] * mt[l].shape[2] for l in levels], 1)
+                for l, yl in zip(levels, y): outs[l] = yl
         return [head(o) for head, o in zip(self.heads, outs)]
 
     def _run(self, x, n_ctx, mask):
