@@ -70,6 +70,7 @@ class MaskConfig:
     context_aspect: tuple[float, float] = F((1.0, 1.0), 0.0, None, lo_open=True, doc="height/width ratio of the context block")
     allow_overlap: bool = F(False, doc="let the context keep patches that are also targets")
     nested: bool = F(False, doc="centre block m of each coarser level on block m of level 0 (n_levels > 1)")
+    context_cut: Literal["all_levels", "level0"] = F("all_levels", doc="all_levels: the context loses every level's target cells; level0: only level-0 targets are cut out, and a coarse target averages only the patches the context does not see (n_levels > 1)")
     context: Literal["ijepa", "guaranteed"] = F("ijepa", doc="official coverage, or keep at least `min_context`")
     min_context: float = F(0.25, 0.0, 1.0, lo_open=True, doc="least context fraction kept (context='guaranteed' only)")
     min_keep: int = F(4, 1, doc="least number of context patches")
@@ -320,6 +321,7 @@ def validate(cfg: Config) -> Config:
     if m.fpn and m.n_levels == 1: raise ConfigError("model.fpn=True needs model.n_levels > 1")
     if m.n_levels == 1: _unused(cfg, "mask", "nested", "model.n_levels=1 has no coarser levels")
     if m.n_levels == 1: _unused(cfg, "model", "pred_levels", "model.n_levels=1 has one level to predict")
+    if m.n_levels == 1: _unused(cfg, "mask", "context_cut", "model.n_levels=1 has no coarse targets")
     elif k.nested and max(n_targets(cfg)[1:]) > n_targets(cfg)[0]:
         raise ConfigError(f"mask.nested=True needs no more target blocks on a coarser level than on level 0; mask.n_targets={k.n_targets}")
     if len(k.n_targets) not in (1, m.n_levels):

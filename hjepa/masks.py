@@ -183,6 +183,7 @@ class BlockMasker:
                  context_aspect: tuple[float, float] = (1.0, 1.0),  # h/w of the context block
                  allow_overlap: bool = False,  # keep target patches in the context
                  nested: bool = False,  # place block m of level l>0 over block m of level 0 (same region, coarser)
+                 context_cut: str = "all_levels",  # 'all_levels': context minus every level's targets; 'level0': minus level 0's
                  context: str = "ijepa",  # 'ijepa': block minus targets; 'guaranteed': keep >= min_context
                  min_context: float = 0.25,  # least context fraction of the grid (context='guaranteed')
                  min_keep: int = 4,  # least number of context patches
@@ -203,6 +204,9 @@ class BlockMasker:
         for l, lg in enumerate(self.level_grids): _check_fit("target", target_scale, target_aspect, lg, f"grid of level {l}")
         _check_fit("context", context_scale, context_aspect, self.grid, "level-0 grid")
         if context not in ("ijepa", "guaranteed"): raise ConfigError(f"context={context!r} must be 'ijepa' or 'guaranteed'")
+        if context_cut not in ("all_levels", "level0"):
+            raise ConfigError(f"context_cut={context_cut!r} must be 'all_levels' or 'level0'")
+        self.context_cut = context_cut
         if not 0 < min_context <= 1: raise ConfigError(f"min_context={min_context} is outside (0, 1]")
         if not 1 <= min_keep <= H * W: raise ConfigError(f"min_keep={min_keep} must be in [1, {H * W}] (the {H}x{W} grid)")
         if max_tries < 1: raise ConfigError(f"max_tries={max_tries} must be >= 1")
@@ -224,12 +228,13 @@ class BlockMasker:
         m = cfg.mask
         return cls(grid_size(cfg), n_levels=cfg.model.n_levels, n_targets=config_n_targets(cfg),
                    target_scale=m.target_scale, target_aspect=m.target_aspect, context_scale=m.context_scale,
-                   context_aspect=m.context_aspect, allow_overlap=m.allow_overlap, nested=m.nested, context=m.context,
+                   context_aspect=m.context_aspect, allow_overlap=m.allow_overlap, nested=m.nested,
+                   context_cut=m.context_cut, context=m.context,
                    min_context=m.min_context, min_keep=m.min_keep, max_tries=m.max_tries, seed=cfg.train.seed)
 
     def __repr__(self):
         keys = ["grid", "n_levels", "n_targets", "target_scale", "target_aspect", "context_scale", "context_aspect",
-                "allow_overlap", "nested", "context", "min_context", "min_keep", "max_tries", "seed"]
+                "allow_overlap", "nested", "context_cut", "context", "min_context", "min_keep", "max_tries", "seed"]
         return f"BlockMasker({', '.join(f'{k}={getattr(self, k)!r}' for k in keys)})"
 
     def __call__(self,
@@ -257,9 +262,10 @@ class BlockMasker:
         return Masks(_equalise(d.context, g), None, targets, self.grid), d
 
     def _context(self, corners, sizes, ccorner, csize) -> tuple[Tensor, Tensor]:
-        "Union of all levels' targets on the level-0 grid, and the context (block minus union unless overlap)."
+        "Union of the cut levels' targets on the level-0 grid (all levels, or level 0 only), and the context (block minus union unless overlap)."
         union = torch.zeros(ccorner.shape[0], *self.grid, dtype=torch.bool)
         for l, (c, s, lg) in enumerate(zip(corners, sizes, self.level_grids)):
+            if l and self.context_cut == "level0": break
             union |= _upsample(_block_masks(c, s, lg).any(1), 2 ** l)
         context = _block_masks(ccorner, csize, self.grid)[:, 0]
         return union, context if self.allow_overlap else context & ~union

@@ -402,14 +402,21 @@ def _key_mask(ctx_valid, L):
 def pool_levels(feats: Sequence[torch.Tensor], # per level: (B, N, D) patch features on the level-0 grid
                 grid: tuple[int, int], # level-0 grid (h, w)
                 fpn: bool = False, # top-down fusion: level l += 2x nearest upsample of the fused level l+1, halved
+                hidden: Optional[torch.Tensor] = None, # (B, h, w) bool: coarse levels average only these patches
                ) -> list[torch.Tensor]:
-    "Level-`l` feature maps `(B, h/2**l * w/2**l, D)`: `feats[l]` averaged 2-D over `2**l x 2**l` patch regions."
+    "Level-`l` feature maps `(B, h/2**l * w/2**l, D)`: `feats[l]` averaged 2-D over `2**l x 2**l` patch regions (over their `hidden` patches, for l > 0)."
     h, w = grid
     maps = []
+    if hidden is not None:
+        if hidden.shape[1:] != (h, w): raise ValueError(f"hidden has shape {tuple(hidden.shape)}; grid {h}x{w} needs (B, {h}, {w})")
+        wgt = hidden.unsqueeze(1).to(feats[0].dtype)                                  # (B, 1, h, w)
     for l, f in enumerate(feats):
         B, N, D = f.shape
         if N != h * w: raise ValueError(f"level {l} features have {N} tokens; grid {h}x{w} needs {h * w}")
-        if l and f is feats[l - 1]: maps.append(F.avg_pool2d(maps[-1], 2))  # a mean of equal-region means is the mean
+        if l and hidden is not None:  # masked mean: sum of the hidden patches' features / their count (0 where none)
+            g = f.transpose(1, 2).reshape(B, D, h, w)
+            maps.append(F.avg_pool2d(g * wgt, 2 ** l) / F.avg_pool2d(wgt, 2 ** l).clamp(min=4.0 ** -l))
+        elif l and f is feats[l - 1]: maps.append(F.avg_pool2d(maps[-1], 2))  # a mean of equal-region means is the mean
         else: maps.append(F.avg_pool2d(f.transpose(1, 2).reshape(B, D, h, w), 2 ** l) if l else f.transpose(1, 2).reshape(B, D, h, w))
     if fpn:
         for l in range(len(maps) - 2, -1, -1):
@@ -439,6 +446,7 @@ class HJEPA(nn.Module):
             raise ConfigError(f"model.level_blocks={m.level_blocks} needs {m.n_levels} entries in [1, {m.depth}]")
         if m.fpn and m.n_levels == 1: raise ConfigError("model.fpn=True needs model.n_levels > 1")
         self.n_levels, self.fpn, self.shared = m.n_levels, m.fpn, cfg.train.target_encoder == "shared"
+        self.context_cut = cfg.mask.context_cut  # 'level0': coarse cells may hold context patches, left out of their targets
         self.context_encoder = ViTEncoder.from_config(cfg)
         self.target_encoder = None if self.shared else target_copy(self.context_encoder)
         self.predictor = Predictor.from_config(cfg)
@@ -452,8 +460,8 @@ class HJEPA(nn.Module):
         return self.context_encoder if self.target_encoder is None else self.target_encoder
 
     @torch.no_grad()
-    def _targets(self, images, grid):
-        "Per-level pooled target maps (B, N_l, D) and the level-0 target tokens, without grad."
+    def _targets(self, images, grid, hidden=None):
+        "Per-level pooled target maps (B, N_l, D) (coarse levels over the `hidden` patches only) and the level-0 target tokens, without grad."
         enc = self._target_net()
         was = enc.training
         if was and self.shared: enc.eval()    # no drop-path in the target pass of a shared encoder
@@ -462,7 +470,7 @@ class HJEPA(nn.Module):
             if was and self.shared: enc.train()
         by_block = dict(zip(sorted(set(self.level_blocks)), outs))
         feats = [by_block[b] for b in self.level_blocks]
-        return pool_levels(feats, grid, self.fpn), feats[0]
+        return pool_levels(feats, grid, self.fpn, hidden), feats[0]
 
     def forward(self,
                 images: torch.Tensor, # (B, 3, H, W)
@@ -474,11 +482,19 @@ class HJEPA(nn.Module):
             raise ValueError(f"masks.grid={tuple(masks.grid)} but the images give a {grid[0]}x{grid[1]} patch grid")
         if len(masks.targets) != self.n_levels:
             raise ValueError(f"masks have targets for {len(masks.targets)} levels; model.n_levels={self.n_levels}")
-        maps, tokens = self._targets(images, grid)
+        # context_cut='level0': a coarse cell may hold context patches; its target is the mean of the others,
+        # and a cell the context sees whole has no target (valid=False)
+        hidden = ~masks.context_mask() if self.context_cut == "level0" and self.n_levels > 1 else None
+        maps, tokens = self._targets(images, grid, hidden)
         ctx = self.context_encoder(images, keep=masks.context, keep_valid=masks.context_valid)
         preds = self.predictor(ctx, masks.context, masks.targets, grid, masks.context_valid)
-        levels = [dict(pred=p, target=gather_tokens(mp, t.flatten(1)), valid=None)
-                  for p, mp, t in zip(preds, maps, masks.targets)]
+        levels = []
+        for l, (p, mp, t) in enumerate(zip(preds, maps, masks.targets)):
+            valid = None
+            if hidden is not None and l:
+                seen = F.avg_pool2d(hidden.unsqueeze(1).float(), 2 ** l).flatten(1) > 0       # (B, N_l)
+                valid = seen.gather(1, t.flatten(1))
+            levels.append(dict(pred=p, target=gather_tokens(mp, t.flatten(1)), valid=valid))
         return dict(levels=levels, context=ctx, context_valid=masks.context_valid, target_tokens=tokens)
 
     @torch.no_grad()

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 import yaml
 
@@ -18,6 +19,12 @@ TINY = dict(max_steps=6, epochs=1)
 def outputs(nb_path, kind):
     nb = nbformat.read(nb_path, as_version=4)
     return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if kind in o.get("data", {})]
+
+
+def stream_text(nb_path):
+    nb = nbformat.read(nb_path, as_version=4)
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                   if o.get("output_type") == "stream")
 
 
 def test_train_notebook_report(tmp_path):
@@ -111,6 +118,20 @@ def test_results_report_runs_and_refuses_mixed_budgets(tmp_path):
                      for c in out.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "hjepa ≥ ijepa at equal budget" in text and "No silent collapse" in text
     assert len(outputs(tmp_path / "a.ipynb", "image/png")) >= 3  # accuracy bars, loss vs accuracy, accuracy vs steps
+    # the finished runs are recorded (cwd-relative default path); without their run directories a report reuses the records
+    rec = pd.read_csv(tmp_path / "nbs/experiments/results_runs.csv")
+    assert sorted(rec.variant) == ["hjepa", "ijepa"] and (rec.budget == 0.05).all() and rec.probe.between(0, 1).all()
+    r = subprocess.run(PAPERMILL + [str(nb), str(tmp_path / "r.ipynb"), "-p", "budget_minutes", "0.05"]
+                       + ["-p", "root", str(tmp_path / "elsewhere")] + args[3:], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not (tmp_path / "elsewhere").exists()                   # nothing was trained again
+    assert "0 runs swept" in stream_text(tmp_path / "r.ipynb")
+    # a changed variant definition (here: the warm-up) makes its record stale: that run is trained again
+    r = subprocess.run(PAPERMILL + [str(nb), str(tmp_path / "w.ipynb"), "-p", "budget_minutes", "0.05", "-p", "warmup_steps", "10"]
+                       + ["-p", "root", str(tmp_path / "elsewhere")] + args[3:], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "elsewhere/digits/ijepa-s0/metrics.json").exists()
+    assert len(pd.read_csv(tmp_path / "nbs/experiments/results_runs.csv")) == 4   # both parameter sets are kept
     # the same root with another budget: the finished runs would be averaged in silently, so the report refuses
     r = subprocess.run(PAPERMILL + [str(nb), str(tmp_path / "b.ipynb"), "-p", "budget_minutes", "0.5"] + args,
                        capture_output=True, text=True, cwd=tmp_path)
