@@ -511,6 +511,8 @@ def mask_explorer(images=None,  # photos to preview (default: `photo_batch(160)`
         context=w.Dropdown(options=["ijepa", "guaranteed"], value="ijepa", description="context mode", **kw),
         min_context=w.FloatSlider(0.25, min=0.01, max=1.0, step=0.01, description="min context", disabled=True, **slow),
         allow_overlap=w.Checkbox(False, description="allow overlap", **kw),
+        nested=w.Checkbox(False, description="nested levels", **kw),
+        context_cut=w.Dropdown(options=["all_levels", "level0"], value="all_levels", description="context cut", **kw),
         seed=w.IntSlider(0, 0, 99, description="seed", **slow),
     )
     preview, heatmaps, stats_text = w.Image(format="png"), w.Image(format="png"), w.HTML()
@@ -523,8 +525,8 @@ def mask_explorer(images=None,  # photos to preview (default: `photo_batch(160)`
             masker = BlockMasker((v["grid_rows"], v["grid_cols"]), n_levels=v["n_levels"], n_targets=n_targets,
                                  target_scale=v["target_scale"], target_aspect=v["target_aspect"],
                                  context_scale=v["context_scale"], context_aspect=v["context_aspect"],
-                                 allow_overlap=v["allow_overlap"], context=v["context"], min_context=v["min_context"],
-                                 seed=v["seed"])
+                                 allow_overlap=v["allow_overlap"], nested=v["nested"], context_cut=v["context_cut"],
+                                 context=v["context"], min_context=v["min_context"], seed=v["seed"])
         except ValueError as e:
             stats_text.value = f"<p style='color:#b00020'><b>invalid:</b> {html.escape(str(e))}</p>"
             return
