@@ -205,8 +205,8 @@ def _flat(d: dict, prefix="") -> dict:
 def shape_differences(old: dict, # plain config of the checkpoint
                       new: dict, # plain config of this run
                      ) -> list[str]:
-    "The model-shape settings that differ, as `'key: old -> new'` lines."
-    a, b = _flat(old), _flat(new)
+    "The model-shape settings that differ, as `'key: old -> new'` lines (a key the old config lacks has its default)."
+    a, b = {**_flat(Config().to_dict()), **_flat(old)}, _flat(new)  # checkpoints older than a new option
     keys = [k for k in b if (k.startswith("model.") and k not in _NOT_SHAPE) or k in _SHAPE_EXTRA]
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
 
