@@ -319,9 +319,10 @@ def validate(cfg: Config) -> Config:
         if max(m.level_blocks) > m.depth:
             raise ConfigError(f"model.level_blocks={m.level_blocks} names a block beyond model.depth={m.depth}")
     if m.fpn and m.n_levels == 1: raise ConfigError("model.fpn=True needs model.n_levels > 1")
-    if m.n_levels == 1: _unused(cfg, "mask", "nested", "model.n_levels=1 has no coarser levels")
-    if m.n_levels == 1: _unused(cfg, "model", "pred_levels", "model.n_levels=1 has one level to predict")
-    if m.n_levels == 1: _unused(cfg, "mask", "context_cut", "model.n_levels=1 has no coarse targets")
+    if m.n_levels == 1:
+        _unused(cfg, "mask", "nested", "model.n_levels=1 has no coarser levels")
+        _unused(cfg, "model", "pred_levels", "model.n_levels=1 has one level to predict")
+        _unused(cfg, "mask", "context_cut", "model.n_levels=1 has no coarse targets")
     elif k.nested and max(n_targets(cfg)[1:]) > n_targets(cfg)[0]:
         raise ConfigError(f"mask.nested=True needs no more target blocks on a coarser level than on level 0; mask.n_targets={k.n_targets}")
     if len(k.n_targets) not in (1, m.n_levels):
