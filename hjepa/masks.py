@@ -33,6 +33,7 @@ class Masks:
     context_valid: Optional[Tensor]  # (B, Nc) bool, or None when every sample has Nc real context patches
     targets: list[Tensor]            # per level l: (B, M_l, K_l) int64 indices into the level-l grid
     grid: tuple[int, int]            # level-0 (h, w)
+    context_cut: str = "all_levels"  # levels cut out of the context: 'all_levels', or 'level0' (coarse cells may hold context)
 
     @property
     def n_levels(self) -> int: return len(self.targets)
@@ -46,7 +47,7 @@ class Masks:
 
     def _apply(self, fn) -> Masks:
         valid = None if self.context_valid is None else fn(self.context_valid)
-        return Masks(fn(self.context), valid, [fn(t) for t in self.targets], self.grid)
+        return Masks(fn(self.context), valid, [fn(t) for t in self.targets], self.grid, self.context_cut)
 
     def to(self, device, non_blocking: bool = False) -> Masks:
         "A copy with every tensor on `device`."
@@ -259,7 +260,7 @@ class BlockMasker:
         self.stats["calls"] += 1
         self.stats["samples"] += batch_size
         targets = [_block_indices(c, s, lg) for c, s, lg in zip(d.corners, d.sizes, self.level_grids)]
-        return Masks(_equalise(d.context, g), None, targets, self.grid), d
+        return Masks(_equalise(d.context, g), None, targets, self.grid, self.context_cut), d
 
     def _context(self, corners, sizes, ccorner, csize) -> tuple[Tensor, Tensor]:
         "Union of the cut levels' targets on the level-0 grid (all levels, or level 0 only), and the context (block minus union unless overlap)."

@@ -403,10 +403,11 @@ def pool_levels(feats: Sequence[torch.Tensor], # per level: (B, N, D) patch feat
                 grid: tuple[int, int], # level-0 grid (h, w)
                 fpn: bool = False, # top-down fusion: level l += 2x nearest upsample of the fused level l+1, halved
                 hidden: Optional[torch.Tensor] = None, # (B, h, w) bool: coarse levels average only these patches
+                return_counts: bool = False, # also return, per level, the hidden patches of each cell (B, N_l) (None: level 0, no `hidden`)
                ) -> list[torch.Tensor]:
     "Level-`l` feature maps `(B, h/2**l * w/2**l, D)`: `feats[l]` averaged 2-D over `2**l x 2**l` patch regions (over their `hidden` patches, for l > 0)."
     h, w = grid
-    maps = []
+    maps, counts = [], [None] * len(feats)
     if hidden is not None:
         if hidden.shape[1:] != (h, w): raise ValueError(f"hidden has shape {tuple(hidden.shape)}; grid {h}x{w} needs (B, {h}, {w})")
         wgt = hidden.unsqueeze(1).to(feats[0].dtype)                                  # (B, 1, h, w)
@@ -415,13 +416,16 @@ def pool_levels(feats: Sequence[torch.Tensor], # per level: (B, N, D) patch feat
         if N != h * w: raise ValueError(f"level {l} features have {N} tokens; grid {h}x{w} needs {h * w}")
         if l and hidden is not None:  # masked mean: sum of the hidden patches' features / their count (0 where none)
             g = f.transpose(1, 2).reshape(B, D, h, w)
-            maps.append(F.avg_pool2d(g * wgt, 2 ** l) / F.avg_pool2d(wgt, 2 ** l).clamp(min=4.0 ** -l))
+            frac = F.avg_pool2d(wgt, 2 ** l)                                          # hidden fraction of each cell
+            maps.append(F.avg_pool2d(g * wgt, 2 ** l) / frac.clamp(min=4.0 ** -l))
+            counts[l] = (frac * 4 ** l).round().long().flatten(1)
         elif l and f is feats[l - 1]: maps.append(F.avg_pool2d(maps[-1], 2))  # a mean of equal-region means is the mean
         else: maps.append(F.avg_pool2d(f.transpose(1, 2).reshape(B, D, h, w), 2 ** l) if l else f.transpose(1, 2).reshape(B, D, h, w))
     if fpn:
         for l in range(len(maps) - 2, -1, -1):
             maps[l] = 0.5 * (maps[l] + F.interpolate(maps[l + 1], scale_factor=2, mode="nearest"))
-    return [m.flatten(2).transpose(1, 2) for m in maps]
+    maps = [m.flatten(2).transpose(1, 2) for m in maps]
+    return (maps, counts) if return_counts else maps
 
 def check_levels(n_levels: int, # hierarchy levels
                  grid: tuple[int, int], # level-0 patch grid (h, w)
@@ -446,7 +450,6 @@ class HJEPA(nn.Module):
             raise ConfigError(f"model.level_blocks={m.level_blocks} needs {m.n_levels} entries in [1, {m.depth}]")
         if m.fpn and m.n_levels == 1: raise ConfigError("model.fpn=True needs model.n_levels > 1")
         self.n_levels, self.fpn, self.shared = m.n_levels, m.fpn, cfg.train.target_encoder == "shared"
-        self.context_cut = cfg.mask.context_cut  # 'level0': coarse cells may hold context patches, left out of their targets
         self.context_encoder = ViTEncoder.from_config(cfg)
         self.target_encoder = None if self.shared else target_copy(self.context_encoder)
         self.predictor = Predictor.from_config(cfg)
@@ -461,7 +464,7 @@ class HJEPA(nn.Module):
 
     @torch.no_grad()
     def _targets(self, images, grid, hidden=None):
-        "Per-level pooled target maps (B, N_l, D) (coarse levels over the `hidden` patches only) and the level-0 target tokens, without grad."
+        "Per-level pooled target maps (B, N_l, D) (coarse levels over the `hidden` patches only), their hidden counts and the level-0 target tokens, without grad."
         enc = self._target_net()
         was = enc.training
         if was and self.shared: enc.eval()    # no drop-path in the target pass of a shared encoder
@@ -470,7 +473,8 @@ class HJEPA(nn.Module):
             if was and self.shared: enc.train()
         by_block = dict(zip(sorted(set(self.level_blocks)), outs))
         feats = [by_block[b] for b in self.level_blocks]
-        return pool_levels(feats, grid, self.fpn, hidden), feats[0]
+        maps, counts = pool_levels(feats, grid, self.fpn, hidden, return_counts=True)
+        return maps, counts, feats[0]
 
     def forward(self,
                 images: torch.Tensor, # (B, 3, H, W)
@@ -482,18 +486,17 @@ class HJEPA(nn.Module):
             raise ValueError(f"masks.grid={tuple(masks.grid)} but the images give a {grid[0]}x{grid[1]} patch grid")
         if len(masks.targets) != self.n_levels:
             raise ValueError(f"masks have targets for {len(masks.targets)} levels; model.n_levels={self.n_levels}")
-        # context_cut='level0': a coarse cell may hold context patches; its target is the mean of the others,
-        # and a cell the context sees whole has no target (valid=False)
-        hidden = ~masks.context_mask() if self.context_cut == "level0" and self.n_levels > 1 else None
-        maps, tokens = self._targets(images, grid, hidden)
+        if masks.context_cut not in ("all_levels", "level0"):
+            raise ValueError(f"masks.context_cut={masks.context_cut!r}; allowed: 'all_levels', 'level0'")
+        # the masks say what the context lost: under 'level0' a coarse cell may hold context patches; its target is
+        # the mean of the others, and a cell the context sees whole has no target (valid=False)
+        hidden = ~masks.context_mask() if masks.context_cut == "level0" and self.n_levels > 1 else None
+        maps, counts, tokens = self._targets(images, grid, hidden)
         ctx = self.context_encoder(images, keep=masks.context, keep_valid=masks.context_valid)
         preds = self.predictor(ctx, masks.context, masks.targets, grid, masks.context_valid)
         levels = []
-        for l, (p, mp, t) in enumerate(zip(preds, maps, masks.targets)):
-            valid = None
-            if hidden is not None and l:
-                seen = F.avg_pool2d(hidden.unsqueeze(1).float(), 2 ** l).flatten(1) > 0       # (B, N_l)
-                valid = seen.gather(1, t.flatten(1))
+        for p, mp, n, t in zip(preds, maps, counts, masks.targets):
+            valid = None if n is None else n.gather(1, t.flatten(1)) > 0          # a target needs a hidden patch
             levels.append(dict(pred=p, target=gather_tokens(mp, t.flatten(1)), valid=valid))
         return dict(levels=levels, context=ctx, context_valid=masks.context_valid, target_tokens=tokens)
 
