@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hjepa import train as T  # noqa: E402
+from _helpers import micro  # noqa: E402
 from hjepa.config import get_config  # noqa: E402
 from hjepa.eval import evaluate  # noqa: E402
 
@@ -22,8 +23,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 def cfg(out, *ov):
-    return get_config("micro", [f"train.out_dir={out}", "train.device=cuda", "train.progress=false", "train.log_every=1",
-                                "data.n_train=64", "data.n_val=16", "data.batch_size=8", *ov])
+    return micro(out, "train.device=cuda", "train.log_every=1", *ov)
 
 
 def test_precisions_train_and_agree(tmp_path):

@@ -27,8 +27,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hjepa.config import get_config  # noqa: E402
 from hjepa import train as T  # noqa: E402
+from _helpers import micro  # noqa: E402
 
 def _has(mod, name):
     try: return hasattr(importlib.import_module(f"hjepa.{mod}"), name)
@@ -128,11 +128,6 @@ def stand_in(nan_at=()):
     return dict(model_fn=StandIn, loss_fn=stand_in_loss,
                 loader_fn=lambda cfg, split, epoch=0, start_batch=0, distributed=False:
                 StandInLoader(cfg, split, epoch, start_batch, distributed, nan_at))
-
-
-def micro(out_dir, *overrides):
-    return get_config("micro", [f"train.out_dir={out_dir}", "train.progress=false", "train.threads=1",
-                                "data.n_train=64", "data.n_val=16", "data.batch_size=8", *overrides])
 
 
 def final_weights(run):
