@@ -369,10 +369,13 @@ def _env_int(name, default=0):
     except ValueError: return default
 
 def _git_commit() -> Optional[str]:
+    "HEAD of the checkout the package runs from, with '+dirty' when its `hjepa/` differs from HEAD (None outside git)."
+    pkg = Path(__file__).resolve().parent
     try:
-        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-                           text=True, timeout=5)
-        return r.stdout.strip() or None if r.returncode == 0 else None
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=pkg, capture_output=True, text=True, timeout=5)
+        if r.returncode or not r.stdout.strip(): return None
+        d = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "."], cwd=pkg, capture_output=True, timeout=5)
+        return r.stdout.strip() + ("+dirty" if d.returncode == 1 else "")
     except Exception: return None
 
 def environment(device: torch.device, # resolved device
