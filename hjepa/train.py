@@ -370,7 +370,8 @@ def _env_int(name, default=0):
 
 def _git_commit() -> Optional[str]:
     "HEAD of the checkout the package runs from, with '+dirty' when its `hjepa/` differs from HEAD (None outside git)."
-    pkg = Path(__file__).resolve().parent
+    import hjepa  # the installed package, also when a notebook runs this cell (no __file__ there)
+    pkg = Path(hjepa.__file__).resolve().parent
     try:
         r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=pkg, capture_output=True, text=True, timeout=5)
         if r.returncode or not r.stdout.strip(): return None
