@@ -98,6 +98,21 @@ def test_errors_exit_nonzero_with_one_paragraph(tmp_path, params, message):
     assert errs[0]["ename"] == "ExperimentError" and len(errs[0]["traceback"]) == 1  # one paragraph, no traceback
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "nbs/experiments").glob("*.ipynb")))
+def test_parameters_are_typed_commented_and_parsed(name):
+    "papermill sees every assignment of a parameters cell, with its type and comment (it skips a line with a second '=')."
+    import ast
+    import papermill as pm
+    path = ROOT / "nbs/experiments" / name
+    cells = [c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", [])]
+    if not cells: pytest.skip(f"{name} has no parameters cell")
+    assigned = [n.target.id for n in ast.parse(cells[0].source).body if isinstance(n, ast.AnnAssign)]
+    untyped = [n for n in ast.parse(cells[0].source).body if isinstance(n, ast.Assign)]
+    seen = pm.inspect_notebook(str(path))
+    assert not untyped and assigned and list(seen) == assigned, (assigned, list(seen))
+    assert all(p["inferred_type_name"] != "None" and p["help"] for p in seen.values()), seen
+
+
 def test_evaluate_rejects_a_missing_checkpoint(tmp_path):
     r = subprocess.run(PAPERMILL + [str(ROOT / "nbs/experiments/evaluate.ipynb"), str(tmp_path / "o.ipynb"),
                                     "-p", "checkpoint", "/no/such.pt"], capture_output=True, text=True, cwd=ROOT)
@@ -105,37 +120,55 @@ def test_evaluate_rejects_a_missing_checkpoint(tmp_path):
 
 
 def test_results_report_runs_and_refuses_mixed_budgets(tmp_path):
-    "The results report end to end at a few seconds per run: runs, table, plots, targets; then a budget mismatch is refused."
+    "The results report end to end at a few steps per run: runs, table, plots, targets, records; mixed budgets are refused."
     nb, root = ROOT / "nbs/experiments/results.ipynb", tmp_path / "runs"
-    args = ["-p", "root", str(root), "-p", "threads", "1", "-y", "seeds: [0]", "-y", "datasets: [digits]",
-            "-y", "variants: [ijepa, hjepa]"]
-    r = subprocess.run(PAPERMILL + [str(nb), str(tmp_path / "a.ipynb"), "-p", "budget_minutes", "0.05"] + args,
-                       capture_output=True, text=True, cwd=tmp_path)
+    rec_csv = tmp_path / "nbs/experiments/results_runs.csv"  # the default records path, cwd-relative
+    args = ["-p", "threads", "1", "-y", "seeds: [0]", "-y", "datasets: [digits]", "-y", "variants: [ijepa, hjepa]"]
+
+    def report(name, *params, root=root):
+        return subprocess.run(PAPERMILL + [str(nb), str(tmp_path / name), "-p", "root", str(root), *args, *params],  # later -y wins
+                              capture_output=True, text=True, cwd=tmp_path)
+
+    steps = ["-p", "budget_steps", "4", "-p", "warmup_steps", "2"]
+    r = report("a.ipynb", *steps)
     assert r.returncode == 0, r.stderr[-3000:]
-    for v in ("ijepa", "hjepa"): assert (root / "digits" / f"{v}-s0" / "metrics.json").exists()
+    for v in ("ijepa", "hjepa"):
+        assert (root / "digits" / f"{v}-s0" / "metrics.json").exists()
+        assert [x["step"] for x in map(json.loads, (root / "digits" / f"{v}-s0" / "metrics.jsonl").read_text().splitlines())
+                if x.get("kind") == "event"][-1] == 4                        # a step budget: exactly that many steps
     out = nbformat.read(tmp_path / "a.ipynb", as_version=4)
     text = "\n".join(str(o.get("data", {}).get("text/markdown", "")) + str(o.get("data", {}).get("text/plain", ""))
                      for c in out.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "hjepa ≥ ijepa at equal budget" in text and "No silent collapse" in text
+    assert "hjepa ≥ ijepa at equal budget" in text and "No silent collapse" in text and "4 steps of pre-training" in text
     assert len(outputs(tmp_path / "a.ipynb", "image/png")) >= 3  # accuracy bars, loss vs accuracy, accuracy vs steps
-    # the finished runs are recorded (cwd-relative default path); without their run directories a report reuses the records
-    rec = pd.read_csv(tmp_path / "nbs/experiments/results_runs.csv")
-    assert sorted(rec.variant) == ["hjepa", "ijepa"] and (rec.budget == 0.05).all() and rec.probe.between(0, 1).all()
-    r = subprocess.run(PAPERMILL + [str(nb), str(tmp_path / "r.ipynb"), "-p", "budget_minutes", "0.05"]
-                       + ["-p", "root", str(tmp_path / "elsewhere")] + args[3:], capture_output=True, text=True, cwd=tmp_path)
+    # the finished runs are recorded; without their run directories a report reuses the records
+    rec = pd.read_csv(rec_csv)
+    assert sorted(rec.variant) == ["hjepa", "ijepa"] and (rec.budget == "4 steps").all() and rec.probe.between(0, 1).all()
+    assert (rec.gflops > 0).all() and (rec.steps == 4).all()
+    r = report("r.ipynb", *steps, root=tmp_path / "elsewhere")
     assert r.returncode == 0, r.stderr[-3000:]
     assert not (tmp_path / "elsewhere").exists()                   # nothing was trained again
     assert "0 runs swept" in stream_text(tmp_path / "r.ipynb")
     # a changed variant definition (here: the warm-up) makes its record stale: that run is trained again
-    r = subprocess.run(PAPERMILL + [str(nb), str(tmp_path / "w.ipynb"), "-p", "budget_minutes", "0.05", "-p", "warmup_steps", "10"]
-                       + ["-p", "root", str(tmp_path / "elsewhere")] + args[3:], capture_output=True, text=True, cwd=tmp_path)
+    r = report("w.ipynb", "-p", "budget_steps", "4", "-p", "warmup_steps", "3", "-y", "variants: [ijepa]", root=tmp_path / "elsewhere")
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "elsewhere/digits/ijepa-s0/metrics.json").exists()
-    assert len(pd.read_csv(tmp_path / "nbs/experiments/results_runs.csv")) == 4   # both parameter sets are kept
+    assert len(pd.read_csv(rec_csv)) == 3                          # both parameter sets are kept
     # the same root with another budget: the finished runs would be averaged in silently, so the report refuses
-    r = subprocess.run(PAPERMILL + [str(nb), str(tmp_path / "b.ipynb"), "-p", "budget_minutes", "0.5"] + args,
-                       capture_output=True, text=True, cwd=tmp_path)
-    assert r.returncode != 0 and "trained with another budget: digits/ijepa-s0 (0.05 min)" in r.stderr
-    r = subprocess.run(PAPERMILL + [str(nb), str(tmp_path / "c.ipynb"), "-p", "epochs", "2", "-p", "budget_minutes", "0.05"] + args,
-                       capture_output=True, text=True, cwd=tmp_path)
+    r = report("b.ipynb", "-p", "budget_steps", "5", "-p", "warmup_steps", "2")
+    assert r.returncode != 0 and "trained with another budget: digits/ijepa-s0 (4 steps)" in r.stderr
+    r = report("c.ipynb", "-p", "epochs", "2", "-p", "budget_steps", "100", root=tmp_path / "c")
     assert r.returncode != 0 and "warmup_steps=50 exceeds the 40 planned steps of digits" in r.stderr
+    r = report("d.ipynb", "-p", "budget_minutes", "0.05")        # budget_steps keeps its default: two budgets
+    assert r.returncode != 0 and "set exactly one of them above 0" in r.stderr
+    # a wall-clock record is reused only on a machine of the same speed: halve the recorded speed and it trains again
+    wall = ["-p", "budget_steps", "0", "-p", "budget_minutes", "0.02", "-y", "variants: [ijepa]"]
+    r = report("m.ipynb", *wall, root=tmp_path / "m1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = report("m2.ipynb", *wall, root=tmp_path / "m2")
+    assert r.returncode == 0 and not (tmp_path / "m2").exists(), r.stderr[-3000:]    # same machine: reused
+    rec = pd.read_csv(rec_csv)
+    rec.loc[rec.budget == "0.02 min", "gflops"] /= 2
+    rec.to_csv(rec_csv, index=False)
+    r = report("m3.ipynb", *wall, root=tmp_path / "m3")
+    assert r.returncode == 0 and (tmp_path / "m3/digits/ijepa-s0/metrics.json").exists(), r.stderr[-3000:]
