@@ -403,7 +403,7 @@ def plot_mask_stats(stats: dict, size: float = 2.6):
 def photo_batch(size: int = 224, names: Sequence[str] = ("astronaut", "chelsea", "coffee")) -> Tensor:
     "`hjepa.data.sample_photos` (scikit-image's photos) as a float (N, 3, size, size) batch in [0, 1], for previews."
     from hjepa.data import sample_photos  # imported here: hjepa.data imports this module
-    return torch.stack([torch.from_numpy(np.asarray(p)).permute(2, 0, 1).float() / 255
+    return torch.stack([torch.from_numpy(np.array(p)).permute(2, 0, 1).float() / 255
                         for p in sample_photos(size, names).values()])
 
 _COLORS = np.array([(0.12, 0.47, 0.71), (1.0, 0.5, 0.05), (0.17, 0.63, 0.17), (0.84, 0.15, 0.16), (0.58, 0.4, 0.74),
