@@ -149,6 +149,13 @@ def test_results_report_runs_and_refuses_mixed_budgets(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert not (tmp_path / "elsewhere").exists()                   # nothing was trained again
     assert "0 runs swept" in stream_text(tmp_path / "r.ipynb")
+    # a report from the records only: a variant without a record is listed as left out, not trained
+    r = report("n.ipynb", *steps, "-p", "train_missing", "False", "-y", "variants: [ijepa, hjepa, hjepa+vicreg]",
+               root=tmp_path / "elsewhere")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not (tmp_path / "elsewhere").exists()
+    assert "left out (train_missing=False; neither recorded nor finished" in stream_text(tmp_path / "n.ipynb")
+    assert "hjepa+vicreg-s0" in stream_text(tmp_path / "n.ipynb") and "0 runs swept" in stream_text(tmp_path / "n.ipynb")
     # a changed variant definition (here: the warm-up) makes its record stale: that run is trained again
     r = report("w.ipynb", "-p", "budget_steps", "4", "-p", "warmup_steps", "3", "-y", "variants: [ijepa]", root=tmp_path / "elsewhere")
     assert r.returncode == 0, r.stderr[-3000:]
