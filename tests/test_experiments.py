@@ -145,6 +145,11 @@ def test_results_report_runs_and_refuses_mixed_budgets(tmp_path):
     rec = pd.read_csv(rec_csv)
     assert sorted(rec.variant) == ["hjepa", "ijepa"] and (rec.budget == "4 steps").all() and rec.probe.between(0, 1).all()
     assert (rec.gflops > 0).all() and (rec.steps == 4).all()
+    # a run re-read from its directory keeps the machine speed its record was written with, not this machine's
+    rec.assign(gflops=1.0).to_csv(rec_csv, index=False)
+    r = report("g.ipynb", *steps)
+    assert r.returncode == 0 and "0 runs swept" in stream_text(tmp_path / "g.ipynb"), r.stderr[-3000:]
+    assert (pd.read_csv(rec_csv).gflops == 1.0).all()
     r = report("r.ipynb", *steps, root=tmp_path / "elsewhere")
     assert r.returncode == 0, r.stderr[-3000:]
     assert not (tmp_path / "elsewhere").exists()                   # nothing was trained again
