@@ -37,8 +37,8 @@ __all__ = ['log', 'CKPT_FORMAT', 'warmup_steps', 'lr_at', 'wd_at', 'momentum_at'
            'shape_differences', 'select_device', 'autocast_dtype', 'check_attn_backend', 'param_groups',
            'build_optimizer', 'set_hparams', 'pooled', 'rankme', 'embedding_stats', 'collapse_warnings',
            'get_rng_state', 'set_rng_state', 'seed_everything', 'default_model', 'default_loss', 'default_loader',
-           'environment', 'compile_blocks', 'Trainer', 'train', 'load_model', 'read_metrics', 'plot_run', 'cli_config',
-           'main']
+           'cpu_gflops', 'environment', 'compile_blocks', 'Trainer', 'train', 'load_model', 'read_metrics', 'plot_run',
+           'cli_config', 'main']
 
 # %% ../nbs/07_train.ipynb #16046136
 def _progress(step: int, start: int, end: int) -> float:
@@ -379,17 +379,30 @@ def _git_commit() -> Optional[str]:
         return r.stdout.strip() + ("+dirty" if d.returncode == 1 else "")
     except Exception: return None
 
+def cpu_gflops(trials: int = 100, # short 256x256 float32 matmul trials (about 2 ms each)
+              ) -> float:
+    "Single-thread float32 matmul GFLOP/s of this machine: the best trial, since on a loaded machine some still get a core."
+    old, a, best = torch.get_num_threads(), torch.randn(256, 256), 0.0
+    torch.set_num_threads(1)
+    try:
+        for _ in range(trials):
+            t = time.perf_counter()
+            a @ a; a @ a
+            best = max(best, 2 * 2 * 256 ** 3 / (time.perf_counter() - t) / 1e9)
+    finally: torch.set_num_threads(old)
+    return round(best, 2)
+
 def environment(device: torch.device, # resolved device
                 world_size: int = 1, # DDP processes
                ) -> dict:
-    "Versions, device and git commit, for `env.json`."
+    "Versions, device (with the CPU's matmul speed, which a wall-clock result depends on) and git commit, for `env.json`."
     import hjepa
     vers = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "hjepa": getattr(hjepa, "__version__", None)}
     for mod in ("timm", "torchvision"):
         with contextlib.suppress(Exception): vers[mod] = __import__(mod).__version__
     dev = dict(type=device.type, name=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
-               cuda=torch.version.cuda, threads=torch.get_num_threads())
+               cuda=torch.version.cuda, threads=torch.get_num_threads(), cpu_gflops=cpu_gflops())
     return dict(versions=vers, device=dev, world_size=world_size, git_commit=_git_commit(), host=platform.node(),
                 platform=platform.platform(), argv=sys.argv, started=time.strftime("%Y-%m-%dT%H:%M:%S"))
 
