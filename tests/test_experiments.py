@@ -147,11 +147,14 @@ def test_results_report_runs_and_refuses_mixed_budgets(tmp_path):
     assert (rec.gflops > 0).all() and (rec.steps == 4).all()
     for r in rec.itertuples():  # the speed recorded is the one the trainer measured into the run's env.json
         assert r.gflops == json.loads((root / "digits" / f"{r.variant}-s0" / "env.json").read_text())["device"]["cpu_gflops"]
-    # a run re-read from its directory keeps the machine speed its record was written with, not this machine's
+    # a run re-read from its directory takes its env.json speed; one whose env.json has none keeps its record's
+    env_f = root / "digits/hjepa-s0/env.json"
+    env = json.loads(env_f.read_text()); del env["device"]["cpu_gflops"]; env_f.write_text(json.dumps(env))
     rec.assign(gflops=1.0).to_csv(rec_csv, index=False)
     r = report("g.ipynb", *steps)
     assert r.returncode == 0 and "0 runs swept" in stream_text(tmp_path / "g.ipynb"), r.stderr[-3000:]
-    assert (pd.read_csv(rec_csv).gflops == 1.0).all()
+    g = pd.read_csv(rec_csv).set_index("variant").gflops
+    assert g["hjepa"] == 1.0 and g["ijepa"] == json.loads((root / "digits/ijepa-s0/env.json").read_text())["device"]["cpu_gflops"]
     r = report("r.ipynb", *steps, root=tmp_path / "elsewhere")
     assert r.returncode == 0, r.stderr[-3000:]
     assert not (tmp_path / "elsewhere").exists()                   # nothing was trained again
