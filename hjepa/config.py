@@ -89,6 +89,7 @@ class ModelConfig:
     qkv_bias: bool = F(True, doc="bias in the attention projections")
     pos_emb: Literal["sincos", "rope"] = F("sincos", doc="fixed 2-D sin-cos (official) or 2-D RoPE")
     layer_scale: Optional[float] = F(None, 0.0, lo_open=True, doc="LayerScale init value; None disables")
+    patch_init: Literal["trunc_normal", "xavier"] = F("trunc_normal", doc="patch-embedding init: truncated normal 0.02 (official I-JEPA) or xavier-uniform of the flattened projection (MAE), whose output scale does not shrink with the patch")
     drop_path: float = F(0.0, 0.0, 1.0, doc="stochastic depth rate of the last block")
     grad_checkpointing: bool = F(False, doc="recompute activations in backward to save memory")
     attn_backend: Literal["auto", "sdpa", "flash"] = F("auto", doc="auto: flash-attn where it can run (CUDA, half precision, installed), else SDPA; flash: require it; sdpa: always SDPA")
@@ -370,14 +371,16 @@ PRESETS = dict(
     ijepa=dict(model=dict(n_levels=1), mask=dict(n_targets=[4], context="ijepa", nested=False)),
     hjepa=dict(model=dict(n_levels=3), mask=dict(n_targets=[4, 2, 1], nested=True)),
     tiny=dict(data=dict(dataset="shapes", image_size=32, batch_size=64, n_train=4096),
-              model=dict(patch_size=4, embed_dim=192, depth=6, num_heads=3, pred_dim=96, pred_depth=3, pred_heads=3),
+              model=dict(patch_size=4, embed_dim=192, depth=6, num_heads=3, pred_dim=96, pred_depth=3, pred_heads=3,
+                         patch_init="xavier"),
               train=dict(epochs=10, threads=2), eval=dict(batch_size=256)),
     mini=dict(data=dict(dataset="shapes", image_size=32, batch_size=64, n_train=4096),
-              model=dict(patch_size=4, embed_dim=96, depth=4, num_heads=3, pred_dim=48, pred_depth=2, pred_heads=3),
+              model=dict(patch_size=4, embed_dim=96, depth=4, num_heads=3, pred_dim=48, pred_depth=2, pred_heads=3,
+                         patch_init="xavier"),
               train=dict(epochs=10, threads=2), eval=dict(batch_size=256)),
     micro=dict(data=dict(dataset="shapes", image_size=16, batch_size=16, n_train=256, n_val=64, n_test=64),
                model=dict(patch_size=4, embed_dim=32, depth=2, num_heads=2, pred_dim=16, pred_depth=1, pred_heads=2,
-                          n_levels=2),
+                          n_levels=2, patch_init="xavier"),
                mask=dict(n_targets=[2, 1], nested=True), train=dict(epochs=1, progress=False), eval=dict(batch_size=64)),
 )
 

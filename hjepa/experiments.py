@@ -53,14 +53,22 @@ def experiment_config(preset: str = "tiny+hjepa", # presets joined with '+'
                       overrides: Optional[list] = None, # extra dotted overrides, e.g. ["model.depth=4"]
                       **params) -> Config:
     "A validated `Config` from notebook parameters (None keeps the preset's value) and dotted overrides."
+    curve = params.pop("curve_every", None) or 0  # checkpoints along the run: train.ckpt_every and train.keep_last
     unknown = set(params) - set(_PARAM_KEYS)
     if unknown:
-        raise ConfigError(f"unknown experiment parameter(s) {sorted(unknown)}; known: {sorted(_PARAM_KEYS)}")
+        raise ConfigError(f"unknown experiment parameter(s) {sorted(unknown)}; known: {sorted([*_PARAM_KEYS, 'curve_every'])}")
     d = {_PARAM_KEYS[k]: v for k, v in params.items() if v is not None}
     for o in overrides or []:
         if "=" not in str(o): raise ConfigError(f"override '{o}' must look like 'section.key=value'")
         k, v = str(o).split("=", 1)
         d[k.strip()] = yaml.safe_load(v)
+    if curve:
+        steps = d.get("train.max_steps")
+        if not isinstance(curve, int) or curve < 0 or not steps:
+            raise ConfigError(f"curve_every={curve!r} must be a positive number of optimizer steps, with max_steps set (got max_steps={steps})")
+        for k in ("train.ckpt_every", "train.keep_last"):
+            if k in d: raise ConfigError(f"curve_every={curve} sets {k} itself; remove {k} from the overrides")
+        d["train.ckpt_every"], d["train.keep_last"] = curve, -(-steps // curve)  # every checkpoint of the run is kept
     if d.get("data.dataset") not in (None, "shapes", "digits") and d.get("data.data_dir"):
         p = Path(d["data.data_dir"]).expanduser()
         if not p.exists(): raise ConfigError(f"data.data_dir={str(p)!r} does not exist")

@@ -194,12 +194,15 @@ class ViTEncoder(nn.Module):
                  grad_checkpointing: bool = False, # recompute block activations in backward
                  attn_backend: str = "auto", # "auto"/"flash": flash-attn on CUDA when installed; "sdpa": always SDPA
                  in_chans: int = 3, # image channels
+                 patch_init: str = "trunc_normal", # "trunc_normal" (official, std 0.02) or "xavier" (MAE) patch embedding
                 ):
         super().__init__()
         if pos_emb not in ("sincos", "rope"): raise ValueError(f"pos_emb={pos_emb!r}; allowed: 'sincos', 'rope'")
         if attn_backend not in ("auto", "sdpa", "flash"):
             raise ValueError(f"attn_backend={attn_backend!r}; allowed: 'auto', 'sdpa', 'flash'")
         if embed_dim % num_heads: raise ValueError(f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
+        if patch_init not in ("trunc_normal", "xavier"):
+            raise ValueError(f"patch_init={patch_init!r}; allowed: 'trunc_normal', 'xavier'")
         self.patch_size, self.embed_dim, self.depth, self.num_heads = patch_size, embed_dim, depth, num_heads
         self.pos_emb, self.grad_checkpointing = pos_emb, grad_checkpointing
         self.patch_embed = nn.Conv2d(in_chans, embed_dim, patch_size, patch_size)
@@ -210,13 +213,15 @@ class ViTEncoder(nn.Module):
         self.grid = self.grid_of(img_size, img_size)
         self.register_buffer("pos_table", self._pos_table(*self.grid), persistent=False)
         init_vit_weights(self, self.blocks)
+        if patch_init == "xavier":  # MAE: the projection as the linear layer it is, (D, C*p*p)
+            nn.init.xavier_uniform_(self.patch_embed.weight.view(embed_dim, -1))
 
     @classmethod
     def from_config(cls, cfg: Config):
         "The encoder described by `cfg.model` for images of `cfg.data.image_size`."
         m = cfg.model
         return cls(cfg.data.image_size, m.patch_size, m.embed_dim, m.depth, m.num_heads, m.mlp_ratio, m.qkv_bias,
-                   m.pos_emb, m.layer_scale, m.drop_path, m.grad_checkpointing, m.attn_backend)
+                   m.pos_emb, m.layer_scale, m.drop_path, m.grad_checkpointing, m.attn_backend, patch_init=m.patch_init)
 
     def grid_of(self, H: int, W: int) -> tuple[int, int]:
         "Patch grid `(h, w)` of an `H x W` image; a clear error when a side is not a multiple of the patch."

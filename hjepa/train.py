@@ -183,7 +183,7 @@ def prune_checkpoints(ckpt_dir, # a run's checkpoints/ directory
 
 # %% ../nbs/07_train.ipynb #6fd2627f
 _SIZE_FIELDS = ("embed_dim", "depth", "num_heads")
-_NOT_SHAPE = {"model.drop_path", "model.grad_checkpointing", "model.attn_backend"}
+_NOT_SHAPE = {"model.drop_path", "model.grad_checkpointing", "model.attn_backend", "model.patch_init"}
 _SHAPE_EXTRA = ("data.image_size", "train.target_encoder")
 
 def config_from_plain(d: dict, # `Config.to_dict()` output, e.g. `checkpoint["config"]`
