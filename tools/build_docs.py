@@ -73,6 +73,16 @@ def page_name(nb: Path, nbs: Path) -> str:
     return (rel.parent / name).with_suffix(".html").as_posix()
 
 
+def nb_links(body: str, nb: str, up: str, nbs: Path) -> str:
+    """Relative links to notebooks in a page body (`train.ipynb`, `../02_encoders.ipynb#x`) point at their pages, as
+    Quarto rewrites them; `nb` is the page's notebook relative to `nbs`, `up` the way from its page to the site root."""
+    def page(m):
+        target = os.path.normpath(Path(nb).parent / m[1])
+        if target.startswith(".."): return m[0]  # outside nbs/: left alone
+        return f'href="{up}{page_name(nbs / target, nbs)}{m[2] or ""}"'
+    return re.sub(r'href="(?![a-z]+:|/|#)([^"#]+?\.ipynb)(#[^"]*)?"', page, body)
+
+
 def nb_title(nb: Path) -> tuple[str, str]:
     """(title, description) from the notebook's frontmatter (first `# Title` / `> description` cell)."""
     from nbdev.frontmatter import FrontmatterProc
@@ -380,6 +390,7 @@ def write_site(out: Path, results: list[dict], entries: list[dict], executed: bo
         body = r["body"]
         if site_url != "/":  # nbdev doc links point at the published site: keep them inside this build
             body = body.replace(site_url, up or "./")
+        body = nb_links(body, nb, up, nbs_path())
         n = iter(range(1, 10**6))  # anchors #fig-1, #fig-2 ... on the figures (links, screenshots)
         body = re.sub(r'<img (?=[^>]*src="data:image)', lambda m: f'<img id="fig-{next(n)}" ', body)
         title = str(fm.get("title") or e["title"])
