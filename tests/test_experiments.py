@@ -159,6 +159,14 @@ def test_results_report_runs_and_refuses_mixed_budgets(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert not (tmp_path / "elsewhere").exists()                   # nothing was trained again
     assert "0 runs swept" in stream_text(tmp_path / "r.ipynb")
+    # a diagnostic variant is shown from its record only (at the report's config), never trained by the report
+    r = report("x.ipynb", *steps, "-y", "variants: [hjepa+cut-level0]", root=tmp_path / "diag")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = report("y.ipynb", *steps, "-y", "diagnostics: [hjepa+cut-level0, hjepa+separate]", root=tmp_path / "elsewhere")
+    assert r.returncode == 0 and not (tmp_path / "elsewhere").exists(), r.stderr[-3000:]
+    y = nbformat.read(tmp_path / "y.ipynb", as_version=4)
+    md = "\n".join(str(o.get("data", {}).get("text/markdown", "")) for c in y.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "`hjepa+cut-level0` digits 1 of 1 seeds; `hjepa+separate` none recorded" in md
     # a report from the records only: a variant without a record is listed as left out, not trained
     r = report("n.ipynb", *steps, "-p", "train_missing", "False", "-y", "variants: [ijepa, hjepa, hjepa+vicreg]",
                root=tmp_path / "elsewhere")
@@ -170,7 +178,7 @@ def test_results_report_runs_and_refuses_mixed_budgets(tmp_path):
     r = report("w.ipynb", "-p", "budget_steps", "4", "-p", "warmup_steps", "3", "-y", "variants: [ijepa]", root=tmp_path / "elsewhere")
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "elsewhere/digits/ijepa-s0/metrics.json").exists()
-    assert len(pd.read_csv(rec_csv)) == 3                          # both parameter sets are kept
+    assert len(pd.read_csv(rec_csv)) == 4                          # both parameter sets are kept (and the diagnostic)
     # the same root with another budget: the finished runs would be averaged in silently, so the report refuses
     r = report("b.ipynb", "-p", "budget_steps", "5", "-p", "warmup_steps", "2")
     assert r.returncode != 0 and "trained with another budget: digits/ijepa-s0 (4 steps)" in r.stderr
