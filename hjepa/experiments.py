@@ -280,7 +280,7 @@ def collapse_explorer(run_dir): # a run directory written by the trainer
     return ui
 
 # %% ../nbs/09_experiments.ipynb #2a8ca7ae
-DEMO_PARAMS = dict(preset="mini+hjepa", dataset="digits", max_steps=500, minutes=6.0, epochs=1000, out_dir="runs/demo",
+DEMO_PARAMS = dict(preset="mini+hjepa", dataset="digits", max_steps=1000, minutes=10.0, epochs=1000, out_dir="runs/demo",
                    regularizers=["vicreg"],
                    overrides=["data.n_train=1297", "data.n_val=250", "data.n_test=250",
                               "loss.reg_on=context_tokens", "loss.vicreg_weight=0.2"])
@@ -288,7 +288,8 @@ DEMO_PARAMS = dict(preset="mini+hjepa", dataset="digits", max_steps=500, minutes
 def demo(out_dir: str = "runs/demo", **params) -> dict:
     "The main job: run `train.ipynb` with the demo parameters; print and return where the report is."
     p = dict(DEMO_PARAMS, out_dir=out_dir, **params)
-    print(f"hjepa demo: pre-training {p['preset']} on {p['dataset']} for about {p['minutes']} minutes, then evaluating ...", flush=True)
+    print(f"hjepa demo: pre-training {p['preset']} on {p['dataset']} for {p['max_steps']} steps (at most {p['minutes']:g} min), "
+          "then evaluating ...", flush=True)
     res = run_notebook("train", out_dir, p, progress=True)
     if res["status"] != "ok": sys.exit(f"hjepa demo failed: {res['error']} (see {res['executed']})")
     m = json.loads((Path(out_dir) / "metrics.json").read_text())
