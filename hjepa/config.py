@@ -70,7 +70,7 @@ class MaskConfig:
     context_aspect: tuple[float, float] = F((1.0, 1.0), 0.0, None, lo_open=True, doc="height/width ratio of the context block")
     allow_overlap: bool = F(False, doc="let the context keep patches that are also targets")
     nested: bool = F(False, doc="centre block m of each coarser level on block m of level 0 (n_levels > 1)")
-    context_cut: Literal["all_levels", "level0"] = F("all_levels", doc="all_levels: the context loses every level's target cells; level0: only level-0 targets are cut out, and a coarse target averages only the patches the context does not see (n_levels > 1)")
+    context_cut: Literal["all_levels", "level0"] = F("all_levels", doc="all_levels: the context loses every level's target cells; level0 (the hjepa preset's): only level-0 targets are cut out, and a coarse target averages only the patches the context does not see (n_levels > 1)")
     context: Literal["ijepa", "guaranteed"] = F("ijepa", doc="official coverage, or keep at least `min_context`")
     min_context: float = F(0.25, 0.0, 1.0, lo_open=True, doc="least context fraction kept (context='guaranteed' only)")
     min_keep: int = F(4, 1, doc="least number of context patches")
@@ -369,7 +369,7 @@ def validate(cfg: Config) -> Config:
 # %% ../nbs/00_config.ipynb #c37e91ec
 PRESETS = dict(
     ijepa=dict(model=dict(n_levels=1), mask=dict(n_targets=[4], context="ijepa", nested=False)),
-    hjepa=dict(model=dict(n_levels=3), mask=dict(n_targets=[4, 2, 1], nested=True)),
+    hjepa=dict(model=dict(n_levels=3), mask=dict(n_targets=[4, 2, 1], nested=True, context_cut="level0")),
     tiny=dict(data=dict(dataset="shapes", image_size=32, batch_size=64, n_train=4096),
               model=dict(patch_size=4, embed_dim=192, depth=6, num_heads=3, pred_dim=96, pred_depth=3, pred_heads=3,
                          patch_init="xavier"),

@@ -160,13 +160,21 @@ def test_results_report_runs_and_refuses_mixed_budgets(tmp_path):
     assert not (tmp_path / "elsewhere").exists()                   # nothing was trained again
     assert "0 runs swept" in stream_text(tmp_path / "r.ipynb")
     # a diagnostic variant is shown from its record only (at the report's config), never trained by the report
-    r = report("x.ipynb", *steps, "-y", "variants: [hjepa+cut-level0]", root=tmp_path / "diag")
+    r = report("x.ipynb", *steps, "-y", "variants: [hjepa+cut-all]", root=tmp_path / "diag")
     assert r.returncode == 0, r.stderr[-3000:]
-    r = report("y.ipynb", *steps, "-y", "diagnostics: [hjepa+cut-level0, hjepa+separate]", root=tmp_path / "elsewhere")
+    r = report("y.ipynb", *steps, "-y", "diagnostics: [hjepa+cut-all, hjepa+separate]", root=tmp_path / "elsewhere")
     assert r.returncode == 0 and not (tmp_path / "elsewhere").exists(), r.stderr[-3000:]
     y = nbformat.read(tmp_path / "y.ipynb", as_version=4)
     md = "\n".join(str(o.get("data", {}).get("text/markdown", "")) for c in y.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "`hjepa+cut-level0` digits 1 of 1 seeds; `hjepa+separate` none recorded" in md
+    assert "`hjepa+cut-all` digits 1 of 1 seeds; `hjepa+separate` none recorded" in md
+    # records are matched by config, not by name: hjepa's rows renamed still serve hjepa, and are not written again
+    rec = pd.read_csv(rec_csv)
+    rec.assign(variant=rec.variant.replace({"hjepa": "hjepa-old-name"})).to_csv(rec_csv, index=False)
+    r = report("v.ipynb", *steps, root=tmp_path / "elsewhere")
+    assert r.returncode == 0 and not (tmp_path / "elsewhere").exists(), r.stderr[-3000:]
+    assert "0 runs swept" in stream_text(tmp_path / "v.ipynb")
+    assert sorted(pd.read_csv(rec_csv).variant) == sorted(rec.variant.replace({"hjepa": "hjepa-old-name"}))
+    rec.to_csv(rec_csv, index=False)
     # a report from the records only: a variant without a record is listed as left out, not trained
     r = report("n.ipynb", *steps, "-p", "train_missing", "False", "-y", "variants: [ijepa, hjepa, hjepa+vicreg]",
                root=tmp_path / "elsewhere")
@@ -182,6 +190,10 @@ def test_results_report_runs_and_refuses_mixed_budgets(tmp_path):
     # the same root with another budget: the finished runs would be averaged in silently, so the report refuses
     r = report("b.ipynb", "-p", "budget_steps", "5", "-p", "warmup_steps", "2")
     assert r.returncode != 0 and "trained with another budget: digits/ijepa-s0 (4 steps)" in r.stderr
+    # the same root and budget after a default changed (here the warm-up, standing in for a preset): refused, nothing moved
+    r = report("s.ipynb", *steps[:2], "-p", "warmup_steps", "1")
+    assert r.returncode != 0 and "another config (a variant, preset or default has changed since): digits/ijepa-s0" in r.stderr
+    assert (root / "digits/ijepa-s0/metrics.json").exists()
     r = report("c.ipynb", "-p", "epochs", "2", "-p", "budget_steps", "100", root=tmp_path / "c")
     assert r.returncode != 0 and "warmup_steps=50 exceeds the 40 planned steps of digits" in r.stderr
     r = report("d.ipynb", "-p", "budget_minutes", "0.05")        # budget_steps keeps its default: two budgets
