@@ -191,7 +191,7 @@ def test_results_report_runs_and_refuses_mixed_budgets(tmp_path):
     r = report("b.ipynb", "-p", "budget_steps", "5", "-p", "warmup_steps", "2")
     assert r.returncode != 0 and "trained with another budget: digits/ijepa-s0 (4 steps)" in r.stderr
     # the same root and budget after a default changed (here the warm-up, standing in for a preset): refused, nothing moved
-    r = report("s.ipynb", *steps[:2], "-p", "warmup_steps", "1")
+    r = report("s.ipynb", "-p", "budget_steps", "4", "-p", "warmup_steps", "1")
     assert r.returncode != 0 and "another config (a variant, preset or default has changed since): digits/ijepa-s0" in r.stderr
     assert (root / "digits/ijepa-s0/metrics.json").exists()
     r = report("c.ipynb", "-p", "epochs", "2", "-p", "budget_steps", "100", root=tmp_path / "c")
