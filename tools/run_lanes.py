@@ -12,6 +12,7 @@ builds the page from the records without training anything. Examples:
     python tools/run_lanes.py --lanes 2                       # the report's default runs, two at a time
     python tools/run_lanes.py --lanes 16 --datasets digits --variants hjepa hjepa+vicreg --seeds 0 1 2
     python tools/run_lanes.py --lanes 2 --variants ijepa -p budget_steps 20 -p warmup_steps 5   # other report parameters
+    python tools/run_lanes.py --run digits hjepa+vicreg 2 --run shapes hjepa+cut-all 0   # these runs, in this order
 """
 import argparse
 import ast
@@ -40,6 +41,8 @@ def main(argv=None):
     ap.add_argument("--datasets", nargs="+", default=d["datasets"], help=f"default {d['datasets']}")
     ap.add_argument("--variants", nargs="+", default=d["variants"], help=f"default {d['variants']}")
     ap.add_argument("--seeds", nargs="+", type=int, default=d["seeds"], help=f"default {d['seeds']}")
+    ap.add_argument("--run", nargs=3, action="append", default=[], metavar=("DATASET", "VARIANT", "SEED"),
+                    help="one run, in queue order (repeatable); replaces --datasets/--variants/--seeds")
     ap.add_argument("--out", default="runs/lanes", help="where each lane's executed report and log go")
     ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                     help="another report parameter, passed to papermill as -p NAME VALUE")
@@ -49,7 +52,10 @@ def main(argv=None):
     if bad: ap.error(f"unknown or lane-set report parameters {bad}; allowed: "
                      f"{sorted(set(d) - {'datasets', 'variants', 'seeds', 'diagnostics'})}")
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
-    queue = list(itertools.product(a.datasets, a.variants, a.seeds))
+    try:
+        queue = [(ds, v, int(s)) for ds, v, s in a.run] or list(itertools.product(a.datasets, a.variants, a.seeds))
+    except ValueError:
+        ap.error(f"--run DATASET VARIANT SEED: SEED must be an integer, got {[r[2] for r in a.run]}")
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     extra = [x for n, v in a.param for x in ("-p", n, v)]
 
