@@ -155,9 +155,13 @@ def test_results_report_runs_and_refuses_mixed_budgets(tmp_path):
     assert r.returncode == 0 and "0 runs swept" in stream_text(tmp_path / "g.ipynb"), r.stderr[-3000:]
     g = pd.read_csv(rec_csv).set_index("variant").gflops
     assert g["hjepa"] == 1.0 and g["ijepa"] == json.loads((root / "digits/ijepa-s0/env.json").read_text())["device"]["cpu_gflops"]
+    # a recorded run made again on another device (the replication records) is shown next to its record
+    rec.iloc[:1].assign(device="other-device", knn=0.123).to_csv(tmp_path / "nbs/experiments/results_replication.csv", index=False)
     r = report("r.ipynb", *steps, root=tmp_path / "elsewhere")
     assert r.returncode == 0, r.stderr[-3000:]
     assert not (tmp_path / "elsewhere").exists()                   # nothing was trained again
+    rep = "".join(str(o["data"]["text/plain"]) for o in outputs(tmp_path / "r.ipynb", "text/plain"))
+    assert f"digits/{rec.variant.iloc[0]}-s0" in rep and "other-device" in rep and "12.3" in rep, rep[-2000:]
     assert "0 runs swept" in stream_text(tmp_path / "r.ipynb")
     # a diagnostic variant is shown from its record only (at the report's config), never trained by the report
     r = report("x.ipynb", *steps, "-y", "variants: [hjepa+cut-all]", root=tmp_path / "diag")
