@@ -160,8 +160,12 @@ def test_results_report_runs_and_refuses_mixed_budgets(tmp_path):
     r = report("r.ipynb", *steps, root=tmp_path / "elsewhere")
     assert r.returncode == 0, r.stderr[-3000:]
     assert not (tmp_path / "elsewhere").exists()                   # nothing was trained again
-    rep = "".join(str(o["data"]["text/plain"]) for o in outputs(tmp_path / "r.ipynb", "text/plain"))
-    assert f"digits/{rec.variant.iloc[0]}-s0" in rep and "other-device" in rep and "12.3" in rep, rep[-2000:]
+    rep = [t for o in outputs(tmp_path / "r.ipynb", "text/plain") if "other-device" in (t := str(o["data"]["text/plain"]))]
+    assert len(rep) == 1 and f"digits/{rec.variant.iloc[0]}-s0" in rep[0], rep   # one table, naming the run
+    lines = rep[0].splitlines()
+    assert any("replication" in l and "other-device" in l and "12.3" in l for l in lines), rep[0]  # its own kNN
+    assert any("replication" in l and l.split()[-1] == "True" for l in lines), rep[0]  # same init as the record
+    assert "no run of this page's configs in the replication records" in stream_text(tmp_path / "a.ipynb")
     assert "0 runs swept" in stream_text(tmp_path / "r.ipynb")
     # a diagnostic variant is shown from its record only (at the report's config), never trained by the report
     r = report("x.ipynb", *steps, "-y", "variants: [hjepa+cut-all]", root=tmp_path / "diag")
