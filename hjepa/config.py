@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
+import json
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -17,12 +19,17 @@ import yaml
 # %% auto #0
 __all__ = ['VIT_SIZES', 'SECTIONS', 'PRESETS', 'F', 'ConfigError', 'DataConfig', 'MaskConfig', 'ModelConfig', 'LossConfig',
            'OptimConfig', 'TrainConfig', 'EvalConfig', 'Config', 'from_dict', 'level_weights', 'n_targets', 'grid_size',
-           'validate', 'preset_dict', 'parse_overrides', 'get_config', 'load_config', 'save_config']
+           'validate', 'preset_dict', 'parse_overrides', 'get_config', 'load_config', 'save_config', 'config_hash']
 
 # %% ../nbs/00_config.ipynb #f2f428d1
-def F(default, lo=None, hi=None, doc: str = "", lo_open: bool = False):
+_NO_LEGACY = object()
+
+def F(default, lo=None, hi=None, doc: str = "", lo_open: bool = False,
+      legacy=_NO_LEGACY, # for a field added after runs were recorded: the value that behaves as before it existed
+     ):
     "A dataclass field with an allowed range `[lo, hi]` (`(lo, hi]` if `lo_open`) and a description."
     md = dict(lo=lo, hi=hi, doc=doc, lo_open=lo_open)
+    if legacy is not _NO_LEGACY: md["legacy"] = legacy
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=md)
     return field(default=default, metadata=md)
@@ -436,3 +443,12 @@ def save_config(cfg: Config, path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(str(cfg))
     return path
+
+# %% ../nbs/00_config.ipynb #2a1a8cc4
+def config_hash(cfg: Config) -> str:
+    "16 hex digits identifying a resolved config; `train.out_dir` and fields still at their `legacy` value are left out."
+    d = cfg.to_dict(); d["train"]["out_dir"] = None
+    for sec, cls in SECTIONS.items():
+        for f in fields(cls):
+            if "legacy" in f.metadata and d[sec][f.name] == _plain(f.metadata["legacy"]): del d[sec][f.name]
+    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
