@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -24,11 +25,11 @@ __all__ = ['VIT_SIZES', 'SECTIONS', 'PRESETS', 'F', 'ConfigError', 'DataConfig',
 # %% ../nbs/00_config.ipynb #f2f428d1
 _NO_LEGACY = object()
 
-def F(default, lo=None, hi=None, doc: str = "", lo_open: bool = False,
+def F(default, lo=None, hi=None, doc: str = "", lo_open: bool = False, hi_open: bool = False,
       legacy=_NO_LEGACY, # for a field added after runs were recorded: the value that behaves as before it existed
      ):
-    "A dataclass field with an allowed range `[lo, hi]` (`(lo, hi]` if `lo_open`) and a description."
-    md = dict(lo=lo, hi=hi, doc=doc, lo_open=lo_open)
+    "A dataclass field with an allowed range `[lo, hi]` (open at an end if `lo_open` / `hi_open`) and a description."
+    md = dict(lo=lo, hi=hi, doc=doc, lo_open=lo_open, hi_open=hi_open)
     if legacy is not _NO_LEGACY: md["legacy"] = legacy
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=md)
@@ -139,7 +140,7 @@ class OptimConfig:
     warmup_fraction: float = F(0.1, 0.0, 1.0, doc="fraction of optimizer steps spent warming up")
     weight_decay: float = F(0.04, 0.0, doc="weight decay at step 0")
     final_weight_decay: float = F(0.4, 0.0, doc="weight decay at the last step (cosine)")
-    betas: tuple[float, float] = F((0.9, 0.95), 0.0, 1.0, doc="AdamW betas")
+    betas: tuple[float, float] = F((0.9, 0.95), 0.0, 1.0, hi_open=True, doc="AdamW betas")
     grad_clip: Optional[float] = F(None, 0.0, lo_open=True, doc="clip the global grad norm; None: no clipping")
     accum_steps: int = F(1, 1, doc="micro-batches per optimizer step")
     ema: tuple[float, float] = F((0.996, 1.0), 0.0, 1.0, doc="EMA momentum, linear from first to second over the run")
@@ -213,8 +214,8 @@ def _plain(x):
 # %% ../nbs/00_config.ipynb #abce3b2b
 def _fmt_range(md):
     lo, hi = md.get("lo"), md.get("hi")
-    lb = "(" if md.get("lo_open") else "["
-    return f"{lb}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+    lb, rb = "(" if md.get("lo_open") else "[", ")" if md.get("hi_open") or hi is None else "]"
+    return f"{lb}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{rb}"
 
 def _check_scalar(name, v, tp, md):
     origin = typing.get_origin(tp)
@@ -233,12 +234,13 @@ def _check_scalar(name, v, tp, md):
             except ValueError: pass
         if isinstance(v, bool) or not isinstance(v, (int, float)): raise ConfigError(f"{name}={v!r} must be a number")
         v = float(v)
+        if not math.isfinite(v): raise ConfigError(f"{name}={v!r} must be a finite number; allowed {_fmt_range(md)}")
     elif tp is str:
         if not isinstance(v, str): raise ConfigError(f"{name}={v!r} must be a string")
         return v
     lo, hi = md.get("lo"), md.get("hi")
     below = lo is not None and (v <= lo if md.get("lo_open") else v < lo)
-    if below or (hi is not None and v > hi):
+    if below or (hi is not None and (v >= hi if md.get("hi_open") else v > hi)):
         raise ConfigError(f"{name}={v!r} is out of range; allowed {_fmt_range(md)}")
     return v
 
@@ -306,6 +308,8 @@ def grid_size(cfg: Config) -> int:
 def validate(cfg: Config) -> Config:
     "Check cross-field rules; returns `cfg` (with a named ViT size resolved) or raises `ConfigError`."
     m, d, k, l, o, t = cfg.model, cfg.data, cfg.mask, cfg.loss, cfg.optim, cfg.train
+    for name, v in (("mask.n_targets", k.n_targets), ("eval.probe_grid", cfg.eval.probe_grid)):
+        if not v: raise ConfigError(f"{name}=[] must list at least one value")
     if m.size != "custom":  # the size sets the three fields; a resolved config (same values) re-validates
         for name, v in zip(("embed_dim", "depth", "num_heads"), VIT_SIZES[m.size]):
             if getattr(m, name) != v: _unused(cfg, "model", name, f"model.size={m.size!r} sets it (use size='custom')")
@@ -428,13 +432,18 @@ def get_config(preset: str = "hjepa", overrides=None, base: Optional[dict] = Non
     d = _merge(preset_dict(preset) if preset else {}, base or {})
     return from_dict(_merge(d, parse_overrides(overrides)))
 
-def load_config(path, overrides=None) -> Config:
+def load_config(path, overrides=None,
+                preset: Optional[str] = None, # presets applied over the file's own `preset:` (joined with '+')
+               ) -> Config:
     "Load a YAML file (a full or partial config, optionally with a top-level `preset:` key) and apply overrides."
     path = Path(path)
-    if not path.exists(): raise ConfigError(f"config file {path} does not exist")
-    d = yaml.safe_load(path.read_text()) or {}
+    if not path.is_file(): raise ConfigError(f"config file {path} does not exist" + (" (it is a directory)" if path.is_dir() else ""))
+    try: d = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {' '.join(str(e).split())}") from None
+    except (OSError, UnicodeDecodeError) as e: raise ConfigError(f"config file {path} cannot be read ({e})") from None
     if not isinstance(d, dict): raise ConfigError(f"config file {path} must hold a mapping of sections")
-    preset = d.pop("preset", "")
+    preset = "+".join(x for x in (str(d.pop("preset", "") or ""), preset) if x)
     return get_config(preset, overrides, base=d)
 
 def save_config(cfg: Config, path) -> Path:
