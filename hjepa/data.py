@@ -5,8 +5,11 @@
 # %% ../nbs/06_data.ipynb #c12f7d7a
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import math
+import os
 import pickle
 import random
 import warnings
@@ -26,10 +29,10 @@ from .config import Config, ConfigError, DataConfig
 # %% auto #0
 __all__ = ['SPLITS', 'SHAPE_KINDS', 'SHAPE_FILLS', 'MEAN', 'STD', 'PHOTOS', 'IMG_EXTENSIONS', 'CIFAR', 'mix_seed', 'render_shape',
            'ShapesDataset', 'to_display', 'show_grid', 'DigitsDataset', 'sample_photos', 'read_class_list',
-           'scan_image_folder', 'check_images', 'ImageFolderDataset', 'image_folder_splits', 'cifar_dir', 'load_cifar',
-           'ArrayDataset', 'cifar_splits', 'MinimalCrop', 'MultiCrop', 'train_transform', 'eval_transform',
-           'raw_dataset', 'clear_dataset_cache', 'AugmentedDataset', 'NumberedBatch', 'build_dataset',
-           'EpochBatchSampler', 'NumberedMaskCollate', 'build_loader']
+           'scan_image_folder', 'DataError', 'decode_image', 'check_images', 'ImageFolderDataset',
+           'image_folder_splits', 'cifar_dir', 'load_cifar', 'ArrayDataset', 'cifar_splits', 'MinimalCrop', 'MultiCrop',
+           'train_transform', 'eval_transform', 'raw_dataset', 'split_size', 'clear_dataset_cache', 'AugmentedDataset',
+           'NumberedBatch', 'build_dataset', 'EpochBatchSampler', 'NumberedMaskCollate', 'build_loader']
 
 # %% ../nbs/06_data.ipynb #4f803825
 def mix_seed(*keys: int) -> int:
@@ -243,7 +246,7 @@ class DigitsDataset(Dataset):
         images, labels = _digits()
         n = len(images)
         if n_val + n_test >= n:
-            raise ValueError(f"n_val={n_val} + n_test={n_test} leaves no train images of the {n} digits; "
+            raise DataError(f"n_val={n_val} + n_test={n_test} leaves no train images of the {n} digits; "
                              f"their sum must be below {n}")
         perm = np.random.default_rng(seed).permutation(n)
         idx = dict(test=perm[:n_test], val=perm[n_test:n_test + n_val], train=perm[n_test + n_val:][:n_train])[split]
@@ -285,9 +288,9 @@ def read_class_list(path) -> list[str]:
     if not path.is_file(): raise FileNotFoundError(f"class list file {path} does not exist")
     names = [l.split("#", 1)[0].strip() for l in path.read_text().splitlines()]
     names = [n for n in names if n]
-    if not names: raise ValueError(f"class list file {path} names no classes")
+    if not names: raise DataError(f"class list file {path} names no classes")
     dup = sorted({n for n in names if names.count(n) > 1})
-    if dup: raise ValueError(f"class list file {path} repeats {dup}")
+    if dup: raise DataError(f"class list file {path} repeats {dup}")
     return names
 
 def _class_dirs(root: Path) -> list[str]:
@@ -307,41 +310,76 @@ def scan_image_folder(root, # directory with one sub-directory per class
         classes = found
         if not classes:
             loose = " (it holds images directly: put them in one sub-directory per class)" if _images_in(root) else ""
-            raise ValueError(f"no images found under {root}: it has no class sub-directories{loose}")
+            raise DataError(f"no images found under {root}: it has no class sub-directories{loose}")
     missing = [c for c in classes if c not in found]
-    if missing: raise ValueError(f"classes {missing[:5]} are not directories of {root}" + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""))
+    if missing: raise DataError(f"classes {missing[:5]} are not directories of {root}" + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""))
     paths, labels = [], []
     for k, c in enumerate(classes):
         files = _images_in(root / c)
         if not files:
-            raise ValueError(f"class directory {root / c} contains no images (looked for {', '.join(IMG_EXTENSIONS)})")
+            raise DataError(f"class directory {root / c} contains no images (looked for {', '.join(IMG_EXTENSIONS)})")
         paths += files; labels += [k] * len(files)
     return paths, np.array(labels, dtype=np.int64), list(classes)
 
 # %% ../nbs/06_data.ipynb #e8c5aa3d
+class DataError(ValueError):
+    "The data cannot be used as configured (missing or empty folders, unusable files, too few images); names what and where."
+    def _render_traceback_(self): return [f"\x1b[1;31mDataError\x1b[0m: {self}"]
+
+def decode_image(path) -> torch.Tensor: # (3, H, W) uint8
+    "Decode every pixel of an image file to RGB uint8; 16-bit images are scaled to 8 bits, not clipped."
+    with Image.open(path) as im:
+        im.load()  # all pixels: a truncated file fails here, not in the middle of an epoch
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit PNGs decode as I;16 or I: 0..65535
+            a = (np.asarray(im, dtype=np.float64) / 257.0).round().clip(0, 255).astype(np.uint8)
+            im = Image.fromarray(a, "L")
+        return torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
+
+def _verdict_cache() -> Path:
+    return Path(os.environ.get("HJEPA_CACHE_DIR", Path.home() / ".cache" / "hjepa")) / "image_verdicts.json"
+
+def _verdicts(paths: Sequence[Path]) -> list:
+    "`(width, height)` or an error string per file, each decoded in full once; verdicts are cached by path, size and mtime."
+    cf = _verdict_cache()
+    try: cache = json.loads(cf.read_text())
+    except (OSError, ValueError): cache = {}
+    out, new = [], 0
+    for p in paths:
+        try: st = os.stat(p); key, stamp = str(Path(p).resolve()), [st.st_size, st.st_mtime_ns]
+        except OSError as e: out.append(f"unreadable: {e.strerror}"); continue
+        hit = cache.get(key)
+        if hit is None or hit[0] != stamp:
+            try: v = list(decode_image(p).shape[:0:-1])  # (W, H)
+            except Exception as e: v = f"unreadable: {type(e).__name__}"  # PIL raises OSError, SyntaxError, ValueError...
+            cache[key], new = [stamp, v], new + 1
+        out.append(cache[key][1])
+    if new:  # written whole and renamed: concurrent runs at worst re-verify a file
+        with contextlib.suppress(OSError):
+            cf.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cf.with_name(f".{cf.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(cache)); os.replace(tmp, cf)
+    return out
+
 def check_images(paths: Sequence[Path], # image files
                  min_size: int = 0, # least allowed shorter side, pixels (the crop)
                  max_bad_fraction: float = 0.0, # fail if more than this fraction is unusable
                  where: str = "", # what to name in messages (e.g. the directory)
                 ) -> np.ndarray: # bool (N,): usable
-    "Read each file's header: flag unreadable files and images smaller than `min_size`; warn or fail."
+    "Decode each file once (verdict cached): flag unreadable or truncated files and images smaller than `min_size`; warn or fail."
     ok, bad = np.ones(len(paths), bool), []
-    for k, p in enumerate(paths):
-        try:
-            with Image.open(p) as im: w, h = im.size
-        except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ValueError...
-            ok[k] = False; bad.append(f"{p} (unreadable: {type(e).__name__})"); continue
-        if min(w, h) < min_size:
-            ok[k] = False; bad.append(f"{p} ({w}x{h} px, smaller than the {min_size}-px crop)")
+    for k, (p, v) in enumerate(zip(paths, _verdicts(paths))):
+        if isinstance(v, str): ok[k] = False; bad.append(f"{p} ({v})")
+        elif min(v) < min_size: ok[k] = False; bad.append(f"{p} ({v[0]}x{v[1]} px, smaller than the {min_size}-px crop)")
     if bad:
         frac = len(bad) / max(1, len(paths))
         msg = (f"{len(bad)} of {len(paths)} image files{' under ' + where if where else ''} are unusable "
                f"({frac:.1%}): " + "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else ""))
         if frac > max_bad_fraction:
-            raise ValueError(msg + f". That exceeds data.max_bad_fraction={max_bad_fraction}; fix or remove them "
-                             "(or lower data.image_size for small images)")
+            raise DataError(msg + f". That exceeds data.max_bad_fraction={max_bad_fraction}; fix or remove them "
+                            "(or lower data.image_size for small images)")
         warnings.warn(msg + "; they are skipped", stacklevel=2)
     return ok
+
 
 # %% ../nbs/06_data.ipynb #69d810bb
 class ImageFolderDataset(Dataset):
@@ -361,9 +399,7 @@ class ImageFolderDataset(Dataset):
 
     def __len__(self): return len(self.paths)
 
-    def _load(self, j):
-        with Image.open(self.paths[j]) as im:
-            return torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
+    def _load(self, j): return decode_image(self.paths[j])
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         n = len(self.paths)
@@ -375,12 +411,16 @@ class ImageFolderDataset(Dataset):
                 self.bad.add(j)
                 msg = f"cannot decode image file {self.paths[j]} ({type(e).__name__}: {e})"
                 if len(self.bad) > self.max_bad_fraction * n:
-                    raise ValueError(f"{msg}; {len(self.bad)} of {n} files failed, more than "
+                    raise DataError(f"{msg}; {len(self.bad)} of {n} files failed, more than "
                                      f"data.max_bad_fraction={self.max_bad_fraction}") from e
                 warnings.warn(msg + "; using the next image instead", stacklevel=2)
-        raise ValueError(f"no image of {n} could be decoded")
+        raise DataError(f"no image of {n} could be decoded")
 
 # %% ../nbs/06_data.ipynb #a56f18c3
+def _check_dir(root: Path, data_dir):
+    if root.is_file(): raise NotADirectoryError(f"data.data_dir={str(data_dir)!r} is a file; give the directory that holds the data")
+    if not root.is_dir(): raise FileNotFoundError(f"data.data_dir={str(data_dir)!r}: directory {root} does not exist")
+
 def _split_dirs(root: Path) -> dict:
     return {s: root / s for s in SPLITS if (root / s).is_dir()} if (root / "train").is_dir() else {}
 
@@ -393,7 +433,7 @@ def image_folder_splits(data_dir, # root of the tree (with or without train/val/
                        ) -> dict[str, ImageFolderDataset]:
     "The train/val/test `ImageFolderDataset`s of an ImageFolder tree (see the rules above)."
     root = Path(data_dir)
-    if not root.is_dir(): raise FileNotFoundError(f"data.data_dir={str(data_dir)!r}: directory {root} does not exist")
+    _check_dir(root, data_dir)
     dirs = _split_dirs(root)
     train_root = dirs.get("train", root)
     classes = read_class_list(class_list) if class_list else None
@@ -408,9 +448,9 @@ def image_folder_splits(data_dir, # root of the tree (with or without train/val/
     def held_out(d):  # a val/test directory, labelled by the train classes
         present = _class_dirs(d)
         extra = [c for c in present if c not in classes] if class_list is None else []
-        if extra: raise ValueError(f"{d} has classes {extra[:5]} that {train_root} does not have")
+        if extra: raise DataError(f"{d} has classes {extra[:5]} that {train_root} does not have")
         names = [c for c in classes if c in present]
-        if not names: raise ValueError(f"no images found under {d}: none of the {len(classes)} classes of {train_root} is there")
+        if not names: raise DataError(f"no images found under {d}: none of the {len(classes)} classes of {train_root} is there")
         p, l, names = load(d, names)
         return ImageFolderDataset(p, np.array([classes.index(c) for c in names])[l], classes, max_bad_fraction)
 
@@ -420,7 +460,7 @@ def image_folder_splits(data_dir, # root of the tree (with or without train/val/
         out["val"] = held_out(dirs["val"])
     else:
         if n_val >= len(paths):
-            raise ValueError(f"data.n_val={n_val} must be smaller than the {len(paths)} train images under {train_root}")
+            raise DataError(f"data.n_val={n_val} must be smaller than the {len(paths)} train images under {train_root}")
         perm = np.random.default_rng(seed).permutation(len(paths))
         tr, va = np.sort(perm[n_val:]), np.sort(perm[:n_val])
         out["train"] = ImageFolderDataset([paths[k] for k in tr], labels[tr], classes, max_bad_fraction)
@@ -450,15 +490,15 @@ def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f: d = _NumpyUnpickler(f, encoding="latin1").load()
     except Exception as e:
-        raise ValueError(f"CIFAR batch file {path} is not a readable pickle ({type(e).__name__}: {e})") from e
-    if not isinstance(d, dict): raise ValueError(f"CIFAR batch file {path} holds a {type(d).__name__}, not a dict")
+        raise DataError(f"CIFAR batch file {path} is not a readable pickle ({type(e).__name__}: {e})") from e
+    if not isinstance(d, dict): raise DataError(f"CIFAR batch file {path} holds a {type(d).__name__}, not a dict")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
 
 def cifar_dir(data_dir, name: str) -> Path:
     "The directory holding the batches of CIFAR `name` ('cifar10' or 'cifar100'): `data_dir` or its sub-directory."
     if name not in CIFAR: raise ValueError(f"name={name!r} is not allowed; choose one of {list(CIFAR)}")
     root = Path(data_dir)
-    if not root.is_dir(): raise FileNotFoundError(f"data.data_dir={str(data_dir)!r}: directory {root} does not exist")
+    _check_dir(root, data_dir)
     sub = root / CIFAR[name]["dir"]
     return sub if sub.is_dir() else root
 
@@ -474,13 +514,13 @@ def load_cifar(data_dir, # the batch directory or its parent
         path = root / fn
         d = _unpickle(path)
         if "data" not in d or spec["labels"] not in d:
-            raise ValueError(f"CIFAR batch file {path} lacks 'data' or {spec['labels']!r} (keys: {sorted(d)})")
+            raise DataError(f"CIFAR batch file {path} lacks 'data' or {spec['labels']!r} (keys: {sorted(d)})")
         x, y = np.asarray(d["data"]), np.asarray(d[spec["labels"]], dtype=np.int64)
         if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072 or len(y) != len(x):
-            raise ValueError(f"CIFAR batch file {path}: data is {x.dtype} {x.shape} with {len(y)} labels; "
+            raise DataError(f"CIFAR batch file {path}: data is {x.dtype} {x.shape} with {len(y)} labels; "
                              "expected uint8 (N, 3072) and N labels")
         if len(y) and (y.min() < 0 or y.max() >= spec["n_classes"]):
-            raise ValueError(f"CIFAR batch file {path}: labels span [{y.min()}, {y.max()}], expected [0, {spec['n_classes'] - 1}]")
+            raise DataError(f"CIFAR batch file {path}: labels span [{y.min()}, {y.max()}], expected [0, {spec['n_classes'] - 1}]")
         xs.append(x); ys.append(y)
     meta = root / spec["meta"]
     names = _unpickle(meta).get(spec["names"]) if meta.is_file() else None
@@ -501,7 +541,7 @@ class ArrayDataset(Dataset):
 def cifar_splits(data_dir, name: str = "cifar10", n_val: int = 0, seed: int = 0) -> dict[str, ArrayDataset]:
     "train / val (`n_val` train images drawn with `seed`) / test `ArrayDataset`s of CIFAR `name`."
     x, y, names = load_cifar(data_dir, name, "train")
-    if n_val >= len(x): raise ValueError(f"data.n_val={n_val} must be smaller than the {len(x)} CIFAR train images")
+    if n_val >= len(x): raise DataError(f"data.n_val={n_val} must be smaller than the {len(x)} CIFAR train images")
     perm = np.random.default_rng(seed).permutation(len(x))
     tr, va = np.sort(perm[n_val:]), np.sort(perm[:n_val])
     xt, yt, _ = load_cifar(data_dir, name, "test")
@@ -582,8 +622,15 @@ def raw_dataset(cfg: Config, split: str) -> Dataset:
     d = cfg.data
     ds = _raw_splits(d.dataset, d.data_dir, d.class_list, d.image_size, d.n_train, d.n_val, d.n_test,
                      d.n_classes, d.seed, d.max_bad_fraction)[split]
-    if len(ds) == 0: raise ValueError(f"split {split!r} of data.dataset={d.dataset!r} is empty (data.n_{split}=0?)")
+    if len(ds) == 0: raise DataError(f"split {split!r} of data.dataset={d.dataset!r} is empty (data.n_{split}=0?)")
     return ds
+
+def split_size(cfg: Config, split: str) -> int:
+    "How many images `split` of the configured dataset has (0 for an empty one), without transforms or loaders."
+    _split_id(split)
+    d = cfg.data
+    return len(_raw_splits(d.dataset, d.data_dir, d.class_list, d.image_size, d.n_train, d.n_val, d.n_test,
+                           d.n_classes, d.seed, d.max_bad_fraction)[split])
 
 def clear_dataset_cache():
     "Forget the raw splits built so far: the next `raw_dataset` builds them afresh (files re-read, nothing rendered)."
@@ -649,7 +696,8 @@ class EpochBatchSampler(Sampler):
         self.n, self.batch_size, self.shuffle, self.seed, self.epoch = n, batch_size, shuffle, seed, epoch
         self.start_batch, self.drop_last, self.rank, self.world_size = start_batch, drop_last, rank, world_size
         if self.total < 1:
-            raise ValueError(f"batch_size={batch_size} with drop_last leaves no batch of the {self.per_rank} images per rank")
+            raise DataError(f"data.batch_size={batch_size} is larger than the {self.per_rank} images of the split"
+                            + (" per process" if world_size > 1 else "") + "; lower data.batch_size or use more data")
         if start_batch > self.total:
             raise ValueError(f"start_batch={start_batch} is beyond the {self.total} batches of epoch {epoch}")
 

@@ -210,3 +210,61 @@ def test_eval_loader_order_and_batch_size():
     ds = build_dataset(cfg, "test")
     assert torch.equal(torch.cat([b[1] for b in ev]), torch.as_tensor(ds.targets))
     assert len(next(iter(build_loader(cfg, "val")))[1]) == min(cfg.eval.batch_size, len(ds))
+
+
+# ---- damaged and unusual image files (issue 33) --------------------------------------------------------
+def truncate(p, keep=0.5):
+    "Cut an image file: its header still opens (PIL reads the size), its pixels do not decode."
+    p.write_bytes(p.read_bytes()[: int(p.stat().st_size * keep)])
+
+
+def test_truncated_png_is_found_at_scan_time_and_skipped(tmp_path):
+    root = write_pngs(tmp_path / "r", n=10, size=64)
+    truncate(root / "a" / "3.png")
+    with Image.open(root / "a" / "3.png") as im: assert im.size == (64, 64)   # a header-only check would pass it
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        sp = image_folder_splits(root, n_val=4, max_bad_fraction=0.2)
+    assert any("3.png (unreadable" in str(m.message) and "1 of 20" in str(m.message) for m in w)
+    # one rule: the file is counted once, against the folder scanned, and never reached by a split
+    assert len(sp["train"]) + len(sp["val"]) == 19
+    for s in ("train", "val"):
+        assert all(x.shape == (3, 64, 64) for x, _ in sp[s]) and not sp[s].bad
+
+
+def test_image_verdicts_are_cached_by_size_and_mtime(tmp_path, monkeypatch):
+    import hjepa.data as D
+    monkeypatch.setenv("HJEPA_CACHE_DIR", str(tmp_path / "cache"))
+    root = write_pngs(tmp_path / "r", n=2)
+    assert D.check_images(sorted(root.rglob("*.png"))).all()
+    calls = []
+    monkeypatch.setattr(D, "decode_image", lambda p: calls.append(p) or torch.zeros(3, 20, 20))
+    assert D.check_images(sorted(root.rglob("*.png"))).all() and calls == []   # nothing decoded again
+    Image.fromarray(np.zeros((30, 30, 3), np.uint8)).save(root / "a" / "0.png")  # changed: verified again
+    D.check_images(sorted(root.rglob("*.png")))
+    assert calls == [root / "a" / "0.png"]
+
+
+def test_16bit_png_is_scaled_not_clipped(tmp_path):
+    from hjepa.data import decode_image
+    a = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(a).save(tmp_path / "g16.png")
+    with Image.open(tmp_path / "g16.png") as im: assert im.mode.startswith("I")
+    x = decode_image(tmp_path / "g16.png")
+    assert x.shape == (3, 64, 64) and x.dtype == torch.uint8
+    assert torch.equal(x[0], torch.from_numpy(np.round(a / 257.0).astype(np.uint8)))
+    assert abs(x.float().mean().item() - 127.5) < 1
+
+
+def test_data_problems_are_data_errors(tmp_path):
+    from hjepa.data import DataError
+    root = write_pngs(tmp_path / "r", n=3)
+    with pytest.raises(DataError, match=r"data.batch_size=64 is larger than the 4 images of the split"):
+        build_loader(disk("data.dataset=imagefolder", f"data.data_dir={root}", "data.n_val=2", "data.batch_size=64"), "train",
+                     masker=BlockMasker.from_config(disk()))
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file; give the directory"):
+        build_dataset(disk("data.dataset=imagefolder", f"data.data_dir={tmp_path / 'f.txt'}"), "train")
+    (root / "empty").mkdir()
+    with pytest.raises(DataError, match="class directory .*empty contains no images"):
+        image_folder_splits(root)
