@@ -20,12 +20,13 @@ import torch.nn.functional as F
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.metrics import confusion_matrix
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from .config import Config, ConfigError, EvalConfig, get_config, parse_overrides
-from .train import config_from_plain, default_model, load_model, shape_differences
+from .runs import CheckpointError, config_from_plain, load_model, shape_differences
 
 # %% auto #0
 __all__ = ['knn_classify', 'gaussian_clusters', 'linear_probe', 'class_report', 'project_2d', 'evaluate_features', 'PixelEncoder',
@@ -134,39 +135,53 @@ def _torch_fit(Xtr, ytr, lr: float, seed: int, steps: int, n_classes: int, weigh
 # %% ../nbs/08_eval.ipynb #3e755f8b
 def linear_probe(
     train: tuple,           # (features (N, F), labels (N,)) the head is fitted on
-    val: tuple,             # (features, labels) that choose the hyper-parameter
+    val: Optional[tuple],   # (features, labels) that choose the hyper-parameter; None: k-fold CV on train
     test: tuple,            # (features, labels) reported, never used for choices
     grid=(0.01, 0.1, 1.0, 10.0), # values of C (sklearn) or of the learning rate (torch)
     kind: Literal["sklearn", "torch"] = "sklearn", # logistic regression or a torch linear head
     seed: int = 0,          # seed of the torch head's initialisation (sklearn's lbfgs has no randomness)
     steps: int = 300,       # full-batch optimisation steps of the torch head
     max_iter: int = 1000,   # lbfgs iterations (sklearn)
+    folds: int = 5,         # folds of the cross-validation on train when `val` is None
 ) -> dict:                  # accuracies, chosen value, per-grid val accuracy, test predictions
-    "Standardised features → linear classifier per grid value; the best validation accuracy picks it."
+    "Standardised features → linear classifier per grid value; the best validation (or cross-validated) accuracy picks it."
     if kind not in ("sklearn", "torch"): raise ValueError(f"kind={kind!r} is not allowed; choose 'sklearn' or 'torch'")
     grid = [float(g) for g in grid]
     if not grid or min(grid) <= 0: raise ValueError(f"grid={grid} must be a non-empty list of positive values")
-    (Xtr, ytr), (Xva, yva), (Xte, yte) = (_as_xy(*s, n) for s, n in zip((train, val, test), ("train", "val", "test")))
+    (Xtr, ytr), (Xte, yte) = _as_xy(*train, "train"), _as_xy(*test, "test")
+    Xva, yva = _as_xy(*val, "val") if val is not None else (Xtr[:0], ytr[:0])
     if not Xtr.shape[1] == Xva.shape[1] == Xte.shape[1]:
         raise ValueError(f"feature dims differ: train {Xtr.shape[1]}, val {Xva.shape[1]}, test {Xte.shape[1]}")
     _check_classes(ytr)
     C = _n_classes(ytr, yva, yte)
-    scaler = StandardScaler().fit(Xtr)
-    Ztr, Zva, Zte = (scaler.transform(X).astype(np.float32) for X in (Xtr, Xva, Xte))
-    best, scores, converged = None, {}, {}
+
+    def fit(Xa, ya, v):  # standardise on the fitting set only, then one linear head
+        sc = StandardScaler().fit(Xa)
+        predict, ok = (_sk_fit(sc.transform(Xa).astype(np.float32), ya, v, seed, max_iter) if kind == "sklearn"
+                       else _torch_fit(sc.transform(Xa).astype(np.float32), ya, v, seed, steps, C))
+        return (lambda X: predict(sc.transform(X).astype(np.float32))), ok
+
+    if val is None:  # no validation split: the grid value with the best (stratified) k-fold accuracy on train
+        k = max(2, min(folds, len(ytr)))
+        cv = StratifiedKFold if np.bincount(ytr)[np.unique(ytr)].min() >= k else KFold
+        splits = list(cv(k, shuffle=True, random_state=seed).split(Xtr, ytr))
+    scores, fitted = {}, {}
     # One BLAS thread: these matrices are small, and a multi-threaded BLAS next to busy torch threads
     # spins instead of working (measured here: lbfgs 140x slower on a loaded 2-core machine).
     with threadpool_limits(limits=1, user_api="blas"):
         for v in grid:
-            predict, ok = (_sk_fit(Ztr, ytr, v, seed, max_iter) if kind == "sklearn"
-                           else _torch_fit(Ztr, ytr, v, seed, steps, C))
-            scores[v], converged[v] = float((predict(Zva) == yva).mean()), ok
-            if best is None or scores[v] > scores[best[0]]: best = (v, predict)
-    v, predict = best
-    pred = predict(Zte)
-    return dict(train=float((predict(Ztr) == ytr).mean()), val=scores[v], test=float((pred == yte).mean()),
+            if val is None:
+                scores[v] = float(np.mean([(fit(Xtr[a], ytr[a], v)[0](Xtr[b]) == ytr[b]).mean() for a, b in splits]))
+            else:
+                fitted[v] = fit(Xtr, ytr, v)
+                scores[v] = float((fitted[v][0](Xva) == yva).mean())
+        v = max(grid, key=lambda g: scores[g])  # the first of equals
+        predict, ok = fitted[v] if v in fitted else fit(Xtr, ytr, v)
+    pred = predict(Xte)
+    return dict(train=float((predict(Xtr) == ytr).mean()), val=scores[v], test=float((pred == yte).mean()),
                 param_name="C" if kind == "sklearn" else "lr", param=v, kind=kind,
-                val_scores=scores, converged=converged[v], pred=pred)
+                val_scores=scores, converged=ok, pred=pred,
+                chosen_by="validation split" if val is not None else f"{len(splits)}-fold cross-validation on train")
 
 # %% ../nbs/08_eval.ipynb #8f564afc
 def class_report(
@@ -192,22 +207,24 @@ def project_2d(
 # %% ../nbs/08_eval.ipynb #296acb99
 def evaluate_features(
     train: tuple,                # (features, labels) of the train split: kNN bank and probe training set
-    val: tuple,                  # (features, labels) of the validation split: chooses the probe's value
+    val: Optional[tuple],        # (features, labels) of the validation split: chooses the probe's value; None: CV on train
     test: tuple,                 # (features, labels) of the test split: reported
     ev: EvalConfig | None = None, # knn_k, knn_temperature, probe, probe_grid; None: defaults
     seed: int = 0,               # seed of the torch probe
 ) -> dict:                       # knn_top1/top5, probe_train/val/test, probe_param, per-class accuracy, confusion
     "kNN and linear probe on one feature set, with per-class accuracy and the confusion matrix."
     ev = ev or EvalConfig()
-    (Xtr, ytr), (Xva, yva), (Xte, yte) = (_as_xy(*s, n) for s, n in zip((train, val, test), ("train", "val", "test")))
+    (Xtr, ytr), (Xte, yte) = _as_xy(*train, "train"), _as_xy(*test, "test")
+    Xva, yva = _as_xy(*val, "val") if val is not None else (Xtr[:0], ytr[:0])
     C = _n_classes(ytr, yva, yte)
     knn = knn_classify(Xtr, ytr, Xte, yte, k=ev.knn_k, temperature=ev.knn_temperature, n_classes=C)
-    probe = linear_probe((Xtr, ytr), (Xva, yva), (Xte, yte), grid=ev.probe_grid, kind=ev.probe, seed=seed,
-                         steps=ev.probe_steps)
+    probe = linear_probe((Xtr, ytr), (Xva, yva) if val is not None else None, (Xte, yte), grid=ev.probe_grid,
+                         kind=ev.probe, seed=seed, steps=ev.probe_steps)
     rep = class_report(yte, probe["pred"], C)
     return dict(knn_top1=knn["top1"], knn_top5=knn["top5"], probe_train=probe["train"], probe_val=probe["val"],
                 probe_test=probe["test"], probe_param={probe["param_name"]: probe["param"]},
                 probe_val_scores={str(k): v for k, v in probe["val_scores"].items()}, probe_converged=probe["converged"],
+                probe_chosen_by=probe["chosen_by"],
                 per_class_accuracy=rep["per_class_accuracy"], confusion=rep["confusion"],
                 knn_per_class_accuracy=class_report(yte, knn["pred"], C)["per_class_accuracy"],
                 n_classes=C, n_train=len(Xtr), n_val=len(Xva), n_test=len(Xte), feature_dim=int(Xtr.shape[1]))
@@ -315,14 +332,15 @@ def _random_init(cfg: Config):
     "The same architecture, untrained, built as the trainer builds it: `torch.manual_seed(train.seed)`, then the model."
     with torch.random.fork_rng(devices=[]):   # the caller's global RNG is left untouched
         torch.manual_seed(cfg.train.seed)
-        return default_model(cfg)
+        from hjepa.models import HJEPA
+        return HJEPA(cfg)
 
 def _check_nonempty(loader, split: str, cfg: Config):
     ds = getattr(loader, "dataset", None)
     if ds is not None and hasattr(ds, "__len__") and len(ds) == 0:
         n = f", data.n_{split}={getattr(cfg.data, 'n_' + split)}" if hasattr(cfg.data, "n_" + split) else ""
         raise ValueError(f"split '{split}' is empty (0 images; data.dataset={cfg.data.dataset!r}{n}); "
-                         "evaluation needs images in train, val and test")
+                         "evaluation needs images in train and test")
 
 # %% ../nbs/08_eval.ipynb #f6ab542e
 def evaluate(
@@ -330,7 +348,7 @@ def evaluate(
     cfg: Optional[Config] = None, # data and eval settings; with a checkpoint it must build the same network
     overrides=None,              # dotted overrides on top of `cfg` (or of the checkpoint's config)
     baselines: bool = True,      # also evaluate the random-init and pixel baselines
-    loaders: Optional[dict] = None, # {"train", "val", "test"} iterables of (images, labels); None: build_loader
+    loaders: Optional[dict] = None, # {"train", "test"[, "val"]} iterables of (images, labels); None: build_loader
     cache_dir=None,              # feature cache; None: <run dir>/eval_cache for a checkpoint if eval.cache, else none
     device=None,                 # where encoders run; None: CUDA if available, else CPU
 ) -> dict:                       # see `evaluate_features`, plus "random_init", "pixels", "projection", provenance
@@ -338,7 +356,6 @@ def evaluate(
     device, checkpoint = _resolve_device(device), None
     if isinstance(model_or_checkpoint, (str, os.PathLike)):
         checkpoint = Path(model_or_checkpoint)
-        if not checkpoint.is_file(): raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
         ckpt_cfg, model = load_model(checkpoint)
         if cfg is not None: check_architecture(ckpt_cfg, cfg, source=f"checkpoint {checkpoint}")
         cfg = _apply_overrides(cfg or ckpt_cfg, overrides)
@@ -352,14 +369,16 @@ def evaluate(
     ev = cfg.eval
     if loaders is None:
         from hjepa.data import build_loader
-        loaders = {s: build_loader(cfg, s) for s in ("train", "val", "test")}
-    missing = {"train", "val", "test"} - set(loaders)
-    if missing: raise ValueError(f"loaders lacks the split(s) {sorted(missing)}; give train, val and test")
-    for s in ("train", "val", "test"): _check_nonempty(loaders[s], s, cfg)
+        from hjepa.data import split_size
+        loaders = {s: build_loader(cfg, s) for s in ("train", "val", "test") if s != "val" or split_size(cfg, "val")}
+    missing = {"train", "test"} - set(loaders)
+    if missing: raise ValueError(f"loaders lacks the split(s) {sorted(missing)}; give train and test (and val)")
+    splits = [s for s in ("train", "val", "test") if s in loaders]  # without val the probe cross-validates on train
+    for s in splits: _check_nonempty(loaders[s], s, cfg)
 
     def features(enc, tag, ckpt=None):
         out = {}
-        for s in ("train", "val", "test"):
+        for s in splits:
             key = (feature_cache_key(cfg, s, ckpt, tag, ev.encoder, ev.last_n_blocks, ev.pool)
                    if cache_dir is not None and (ckpt is not None or tag != "model") else None)
             out[s] = extract_features(enc, loaders[s], ev.encoder, ev.last_n_blocks, ev.pool, cache_dir, key, split=s)
@@ -371,15 +390,14 @@ def evaluate(
     finally:
         model.to(was_device)
     _check_classes(feats["train"][1])
-    result = evaluate_features(feats["train"], feats["val"], feats["test"], ev, seed=cfg.train.seed)
+    result = evaluate_features(feats["train"], feats.get("val"), feats["test"], ev, seed=cfg.train.seed)
     result.update(checkpoint=str(checkpoint) if checkpoint else None, dataset=cfg.data.dataset, encoder=ev.encoder,
                   last_n_blocks=ev.last_n_blocks, pool=ev.pool,
                   projection=dict(xy=project_2d(feats["test"][0]), labels=feats["test"][1]))
     if baselines:
-        result["random_init"] = evaluate_features(
-            *features(_random_init(cfg).to(device), "random_init").values(), ev, seed=cfg.train.seed)
-        result["pixels"] = evaluate_features(
-            *features(PixelEncoder(ev.pixel_size), "pixels").values(), ev, seed=cfg.train.seed)
+        for name, enc in (("random_init", _random_init(cfg).to(device)), ("pixels", PixelEncoder(ev.pixel_size))):
+            f = features(enc, name)
+            result[name] = evaluate_features(f["train"], f.get("val"), f["test"], ev, seed=cfg.train.seed)
     return result
 
 # %% ../nbs/08_eval.ipynb #5facd909
@@ -458,9 +476,14 @@ def main(argv=None) -> int: # command-line arguments; None: sys.argv[1:]
     args = ap.parse_args(argv)
     overrides = list(args.overrides) + ([f"data.dataset={args.dataset}"] if args.dataset else [])
     try:
+        out = Path(args.out) if args.out else run_dir_of(args.checkpoint) / "eval.json"
+        if args.out:                                     # checked before the work, not after it
+            if out.is_dir(): out = out / "eval.json"     # a folder given: the report goes inside it
+            if not out.parent.is_dir(): raise FileNotFoundError(f"--out {out}: folder {out.parent} does not exist")
+            if not os.access(out.parent, os.W_OK): raise PermissionError(f"--out {out}: folder {out.parent} is not writable")
         result = evaluate(args.checkpoint, overrides=overrides, baselines=not args.no_baselines, device=args.device)
-        out = save_eval(result, args.out or run_dir_of(args.checkpoint) / "eval.json")
-    except (ValueError, OSError, RuntimeError, KeyError, ImportError) as e:
+        out = save_eval(result, out)
+    except (ValueError, OSError, CheckpointError) as e:  # bad input (ConfigError is a ValueError); a bug keeps its traceback
         print(f"hjepa-eval: error: {e}", file=sys.stderr)
         return 1
     print(format_eval(result))

@@ -35,7 +35,7 @@ class ExperimentError(RuntimeError):
 @contextmanager
 def friendly_errors(what: str = "the experiment"):
     "Turn configuration, data and checkpoint errors raised inside into a one-paragraph `ExperimentError`."
-    from hjepa.train import CheckpointError
+    from hjepa.runs import CheckpointError
     try:
         yield
     except (ConfigError, ValueError, FileNotFoundError, CheckpointError) as e:  # bad input, not bugs: those keep their traceback
@@ -207,14 +207,14 @@ def main_sweep(argv=None):
 def metrics_frame(run_dir, kind: Optional[str] = None) -> "pandas.DataFrame":
     "The run's `metrics.jsonl` records (optionally of one `kind`: train, val, monitor, event) as a DataFrame."
     import pandas as pd
-    from hjepa.train import read_metrics
+    from hjepa.runs import read_metrics
     return pd.DataFrame(read_metrics(run_dir, kind))
 
 def checkpoints(run_dir) -> list[Path]:
     "The run's checkpoints, oldest first, `final.pt` last when present."
-    from hjepa.train import list_checkpoints
-    d = Path(run_dir) / "checkpoints"
-    return list_checkpoints(d) + ([d / "final.pt"] if (d / "final.pt").exists() else [])
+    from hjepa.runs import RunDir, list_checkpoints
+    r = RunDir(run_dir)
+    return list_checkpoints(r.checkpoints) + ([r.final] if r.final.exists() else [])
 
 # %% ../nbs/09_experiments.ipynb #8239a3b6
 def checkpoint_spectrum(run_dir, # a run directory
@@ -222,7 +222,8 @@ def checkpoint_spectrum(run_dir, # a run directory
                         n_images: int = 256) -> dict:
     "Per-dimension std (of L2-normalised features) and singular values of a checkpoint's target features on validation images."
     import torch
-    from hjepa.train import load_model, rankme
+    from hjepa.runs import load_model
+    from hjepa.train import rankme  # moves to hjepa.losses
     from hjepa.data import build_loader
     cks = checkpoints(run_dir)
     if checkpoint is None and not cks: raise FileNotFoundError(f"{run_dir}/checkpoints holds no checkpoint")

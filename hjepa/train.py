@@ -8,14 +8,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import io
 import json
 import logging
 import math
 import os
-import platform
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,18 +24,19 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .config import Config, ConfigError, from_dict, get_config, load_config, preset_dict, save_config, validate
+from .config import Config, ConfigError, get_config, load_config, save_config, validate
+from .data import DataError
+from .runs import (RESUME_KEYS, CheckpointError, RunDir, check_fits, environment, list_checkpoints,
+                        newest_good_checkpoint, prune_checkpoints, shape_differences, read_checkpoint, write_checkpoint)
 
 log = logging.getLogger("hjepa.train")
 
 # %% auto #0
-__all__ = ['log', 'CKPT_FORMAT', 'warmup_steps', 'lr_at', 'wd_at', 'momentum_at', 'schedule', 'planned_steps', 'CheckpointError',
-           'write_checkpoint', 'read_checkpoint', 'list_checkpoints', 'prune_checkpoints', 'config_from_plain',
-           'shape_differences', 'select_device', 'autocast_dtype', 'check_attn_backend', 'param_groups',
-           'build_optimizer', 'set_hparams', 'pooled', 'rankme', 'embedding_stats', 'collapse_warnings',
-           'get_rng_state', 'set_rng_state', 'seed_everything', 'default_model', 'default_loss', 'default_loader',
-           'cpu_gflops', 'environment', 'compile_blocks', 'Trainer', 'train', 'load_model', 'read_metrics', 'plot_run',
-           'cli_config', 'main']
+__all__ = ['log', 'warmup_steps', 'lr_at', 'wd_at', 'momentum_at', 'schedule', 'planned_steps', 'select_device', 'autocast_dtype',
+           'check_attn_backend', 'param_groups', 'build_optimizer', 'set_hparams', 'pooled', 'rankme',
+           'embedding_stats', 'collapse_warnings', 'get_rng_state', 'set_rng_state', 'seed_everything', 'default_model',
+           'default_loss', 'default_loader', 'compile_blocks', 'NonFiniteError', 'Trainer', 'train', 'cli_config',
+           'main']
 
 # %% ../nbs/07_train.ipynb #16046136
 def _progress(step: int, start: int, end: int) -> float:
@@ -102,113 +100,6 @@ def planned_steps(epochs: int, # passes over the data (0: bounded by max_steps o
         return max_steps
     n = epochs * steps_per_epoch
     return n if max_steps is None else min(n, max_steps)
-
-# %% ../nbs/07_train.ipynb #6e8bb028
-class CheckpointError(RuntimeError):
-    "A checkpoint file is missing, truncated or corrupt; the message names the file."
-
-CKPT_FORMAT = "hjepa-checkpoint-1"
-_REQUIRED = ("config", "model", "step", "epoch")
-
-def _fsync_dir(d: Path):
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError: return  # e.g. platforms without directory fds
-    try: os.fsync(fd)
-    except OSError: pass
-    finally: os.close(fd)
-
-def _test_sleep(name: str):
-    "Test hook: sleep when `HJEPA_TEST_SLEEP_IN_WRITE='<substring>:<seconds>'` matches `name`."
-    spec = os.environ.get("HJEPA_TEST_SLEEP_IN_WRITE")
-    if spec:
-        sub, secs = spec.rsplit(":", 1)
-        if sub in name: time.sleep(float(secs))
-
-def write_checkpoint(path, # destination, e.g. run/checkpoints/step_00000100.pt
-                     state: dict, # what to save (tensors, numbers, strings, lists, dicts)
-                    ) -> Path:
-    "Atomically write `state` to `path`: temporary file in the same directory, fsync, `os.replace`, fsync dir."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    torch.save({"format": CKPT_FORMAT, **state}, buf)
-    data = buf.getbuffer()
-    tmp = path.parent / f".{path.name}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            half = len(data) // 2
-            f.write(data[:half]); f.flush()
-            _test_sleep(path.name)
-            f.write(data[half:]); f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError): tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-def read_checkpoint(path, # a checkpoint written by `write_checkpoint`
-                    map_location="cpu", # where tensors go
-                   ) -> dict:
-    "Load a checkpoint; raise `CheckpointError` naming the file when it is missing, truncated or corrupt."
-    path = Path(path)
-    if not path.is_file(): raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt "
-                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
-    if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
-        raise CheckpointError(f"checkpoint {path} is not an hjepa checkpoint (format {CKPT_FORMAT!r} expected)")
-    missing = [k for k in _REQUIRED if k not in state]
-    if missing: raise CheckpointError(f"checkpoint {path} lacks {missing}")
-    return state
-
-def list_checkpoints(ckpt_dir, # a run's checkpoints/ directory
-                    ) -> list[Path]:
-    "The `step_*.pt` files of `ckpt_dir`, oldest first."
-    d = Path(ckpt_dir)
-    files = [p for p in d.glob("step_*.pt") if p.stem[5:].isdigit()] if d.is_dir() else []
-    return sorted(files, key=lambda p: int(p.stem[5:]))
-
-def prune_checkpoints(ckpt_dir, # a run's checkpoints/ directory
-                      keep_last: int, # how many step checkpoints survive
-                     ) -> list[Path]:
-    "Delete all but the newest `keep_last` step checkpoints (`final.pt` is never touched); returns the deleted."
-    old = list_checkpoints(ckpt_dir)[:-keep_last] if keep_last > 0 else list_checkpoints(ckpt_dir)
-    for p in old: p.unlink(missing_ok=True)
-    return old
-
-# %% ../nbs/07_train.ipynb #6fd2627f
-_SIZE_FIELDS = ("embed_dim", "depth", "num_heads")
-_NOT_SHAPE = {"model.drop_path", "model.grad_checkpointing", "model.attn_backend", "model.patch_init"}
-_SHAPE_EXTRA = ("data.image_size", "train.target_encoder")
-
-def config_from_plain(d: dict, # `Config.to_dict()` output, e.g. `checkpoint["config"]`
-                     ) -> Config:
-    "Rebuild a validated `Config` from its plain-dict form."
-    d = json.loads(json.dumps(d))
-    m = d.get("model", {})
-    if m.get("size", "custom") != "custom":
-        for k in _SIZE_FIELDS: m.pop(k, None)
-    return from_dict(d)
-
-def _flat(d: dict, prefix="") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict): out.update(_flat(v, f"{prefix}{k}."))
-        else: out[f"{prefix}{k}"] = v
-    return out
-
-def shape_differences(old: dict, # plain config of the checkpoint
-                      new: dict, # plain config of this run
-                     ) -> list[str]:
-    "The model-shape settings that differ, as `'key: old -> new'` lines (a key the old config lacks has its default)."
-    a, b = {**_flat(Config().to_dict()), **_flat(old)}, _flat(new)  # checkpoints older than a new option
-    keys = [k for k in b if (k.startswith("model.") and k not in _NOT_SHAPE) or k in _SHAPE_EXTRA]
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
 
 # %% ../nbs/07_train.ipynb #0b38d32a
 def select_device(name: str = "auto", # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
@@ -368,44 +259,6 @@ def _env_int(name, default=0):
     try: return int(os.environ.get(name, default))
     except ValueError: return default
 
-def _git_commit() -> Optional[str]:
-    "HEAD of the checkout the package runs from, with '+dirty' when its `hjepa/` differs from HEAD (None outside git)."
-    import hjepa  # the installed package, also when a notebook runs this cell (no __file__ there)
-    pkg = Path(hjepa.__file__).resolve().parent
-    try:
-        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=pkg, capture_output=True, text=True, timeout=5)
-        if r.returncode or not r.stdout.strip(): return None
-        d = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "."], cwd=pkg, capture_output=True, timeout=5)
-        return r.stdout.strip() + ("+dirty" if d.returncode == 1 else "")
-    except Exception: return None
-
-def cpu_gflops(trials: int = 100, # short 256x256 float32 matmul trials (about 2 ms each)
-              ) -> float:
-    "Single-thread float32 matmul GFLOP/s of this machine: the best trial, since on a loaded machine some still get a core."
-    old, a, best = torch.get_num_threads(), torch.randn(256, 256), 0.0
-    torch.set_num_threads(1)
-    try:
-        for _ in range(trials):
-            t = time.perf_counter()
-            a @ a; a @ a
-            best = max(best, 2 * 2 * 256 ** 3 / (time.perf_counter() - t) / 1e9)
-    finally: torch.set_num_threads(old)
-    return round(best, 2)
-
-def environment(device: torch.device, # resolved device
-                world_size: int = 1, # DDP processes
-               ) -> dict:
-    "Versions, device (with the CPU's matmul speed, which a wall-clock result depends on) and git commit, for `env.json`."
-    import hjepa
-    vers = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "hjepa": getattr(hjepa, "__version__", None)}
-    for mod in ("timm", "torchvision"):
-        with contextlib.suppress(Exception): vers[mod] = __import__(mod).__version__
-    dev = dict(type=device.type, name=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
-               cuda=torch.version.cuda, threads=torch.get_num_threads(), cpu_gflops=cpu_gflops())
-    return dict(versions=vers, device=dev, world_size=world_size, git_commit=_git_commit(), host=platform.node(),
-                platform=platform.platform(), argv=sys.argv, started=time.strftime("%Y-%m-%dT%H:%M:%S"))
-
 def _float(v):
     if isinstance(v, torch.Tensor): v = v.detach().float().item() if v.numel() == 1 else None
     return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
@@ -428,6 +281,11 @@ def compile_blocks(model: nn.Module, # a model whose transformer blocks to compi
     return len(blocks)
 
 # %% ../nbs/07_train.ipynb #02e9b119
+class NonFiniteError(RuntimeError):
+    "Training stopped because the loss, the gradients or the weights stopped being finite; names the last good checkpoint."
+
+_NONFINITE = ("bad", "weights")  # stop reasons of a run whose state must not be saved
+
 class Trainer:
     "The H-JEPA training loop; `fit()` writes a run directory (see the module docs)."
     def __init__(self, cfg: Config, # validated config
@@ -448,30 +306,33 @@ class Trainer:
 
     # ---------------------------------------------------------------- setup (no writes)
     def _resume_state(self):
-        "Find the checkpoint to resume from (or None); fall back past corrupt files for resume='auto'."
-        t = self.cfg.train
+        "The checkpoint to resume from (or None): a named one must verify and fit; resume='auto' takes the newest that does."
+        t, run = self.cfg.train, RunDir(self.run_dir)
         if t.resume == "none":
-            if (self.run_dir / "config.yaml").exists() or list_checkpoints(self.ckpt_dir) or (self.ckpt_dir / "final.pt").exists():
+            if run.config.exists() or list_checkpoints(run.checkpoints) or run.final.exists():
                 raise ConfigError(f"train.out_dir={str(self.run_dir)!r} already holds a run; set train.resume='auto' "
                                   "to continue it or choose another train.out_dir")
             return None, None
         if t.resume != "auto":
             p = Path(t.resume)
-            return read_checkpoint(p), p
-        cands = ([self.ckpt_dir / "final.pt"] if (self.ckpt_dir / "final.pt").exists() else []) \
-            + list_checkpoints(self.ckpt_dir)[::-1]
-        if not cands:
-            self._note(f"resume='auto': no checkpoint in {self.ckpt_dir}; starting from scratch")
-            return None, None
-        errors = []
-        for p in cands:
-            try: st = read_checkpoint(p)
-            except CheckpointError as e:
-                errors.append(str(e)); self._note(f"{e}; falling back to the previous checkpoint", warn=True)
-                continue
-            if errors: self._note(f"resuming from the previous good checkpoint {p}", warn=True)
+            st = read_checkpoint(p, require=RESUME_KEYS)
+            self._check_resume(st, p)
             return st, p
-        raise CheckpointError("resume='auto' found no readable checkpoint: " + "; ".join(errors))
+        st, p, skipped = newest_good_checkpoint(run.checkpoints, check=self._check_resume)
+        for why in skipped: self._note(f"resume='auto' skipped a checkpoint: {why}", warn=True)
+        if st is None: self._note(f"resume='auto': no checkpoint in {run.checkpoints}; starting from scratch")
+        elif skipped: self._note(f"resuming from {p}, the newest checkpoint that verifies", warn=True)
+        return st, p
+
+    def _check_resume(self, st: dict, path):
+        "A checkpoint of another model shape is a config error; one whose tensors do not fit the model is a bad file."
+        diff = shape_differences(st["config"], self.cfg.to_dict())
+        if diff:
+            raise ConfigError(f"cannot resume from {path}: the model shape differs from the checkpoint's config:\n  "
+                              + "\n  ".join(diff))
+        if st.get("target_encoder", self.cfg.train.target_encoder) != self.cfg.train.target_encoder:
+            raise ConfigError(f"cannot resume from {path}: it was trained with train.target_encoder={st['target_encoder']!r}")
+        check_fits(st, self.model, path)
 
     def _note(self, msg, warn=False):
         "Log a message and keep it for metrics.jsonl (written once the run directory exists)."
@@ -493,17 +354,9 @@ class Trainer:
         if t.threads: torch.set_num_threads(t.threads)
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise ConfigError(f"train.out_dir={str(self.run_dir)!r} is a file, not a directory")
-        self.resume, self.resume_path = self._resume_state()
-        if self.resume is not None:
-            diff = shape_differences(self.resume["config"], cfg.to_dict())
-            if diff:
-                raise ConfigError(f"cannot resume from {self.resume_path}: the model shape differs from the "
-                                  "checkpoint's config:\n  " + "\n  ".join(diff))
-            if self.resume.get("target_encoder", t.target_encoder) != t.target_encoder:
-                raise ConfigError(f"cannot resume from {self.resume_path}: it was trained with "
-                                  f"train.target_encoder={self.resume['target_encoder']!r}")
         seed_everything(t.seed)
         self.model = self.model_fn(cfg).to(self.device)
+        self.resume, self.resume_path = self._resume_state()
         self.loss_fn = self.loss_builder(cfg)
         if isinstance(self.loss_fn, nn.Module): self.loss_fn = self.loss_fn.to(self.device)
         self.distributed = self.world > 1
@@ -525,8 +378,11 @@ class Trainer:
         if self.resume is not None:
             r = self.resume
             self.model.load_state_dict(r["model"])
-            self.optimizer.load_state_dict(r["optimizer"])
-            self.scaler.load_state_dict(r["scaler"])
+            try:
+                self.optimizer.load_state_dict(r["optimizer"])
+                self.scaler.load_state_dict(r["scaler"])
+            except (ValueError, KeyError, RuntimeError) as e:
+                raise CheckpointError(f"checkpoint {self.resume_path}: its optimizer state does not fit this run ({e})") from None
             self.step, self.epoch, self.batch = r["step"], r["epoch"], r["batch"]
             self.bad_run, self.bad_total = r.get("bad_run", 0), r.get("bad_total", 0)
             self.elapsed, self.metrics_lines = r.get("elapsed", 0.0), r.get("metrics_lines", 0)
@@ -590,7 +446,7 @@ class Trainer:
         if not loss_ok or (not grad_ok and not fp16):
             self.optimizer.zero_grad(set_to_none=True)
             if fp16: self.scaler.update()
-            info["skipped"] = True
+            info["skipped"] = "loss" if not loss_ok else "gradients"
             return info
         if cfg.optim.grad_clip is not None and grad_ok:
             torch.nn.utils.clip_grads_with_norm_(grads, cfg.optim.grad_clip, gnorm)
@@ -603,8 +459,13 @@ class Trainer:
         if sch["momentum"] is not None:  # EMA strictly after the real optimizer step
             self.model.ema_update(sch["momentum"])
             self.n_ema += 1
+        if not self.weights_finite(): info["nonfinite"] = "weights"  # the run stops; nothing is saved from here
         info["_out"] = out
         return info
+
+    def weights_finite(self) -> bool:
+        "Whether every parameter (the EMA target's too) is finite: one max-abs reduction, one host sync."
+        return bool(torch.isfinite(torch.nn.utils.get_total_norm(list(self.model.parameters()), norm_type=math.inf)))
 
     # ---------------------------------------------------------------- monitoring and validation
     def _gather(self, z: torch.Tensor) -> torch.Tensor:
@@ -687,7 +548,12 @@ class Trainer:
                             "writing metrics.jsonl only (pip install tensorboard)")
         for msg in self._notes: self._write(dict(kind="event", step=self.step, message=msg))
 
-    def save(self, name: str) -> Optional[Path]:
+    def _write_val(self, epoch: int):
+        self._write(dict(kind="val", step=self.step, epoch=epoch, **self.validate(self.step)))
+
+    def save(self, name: str,
+             val_pending: bool = False, # the validation of the epoch just finished comes after this checkpoint
+            ) -> Optional[Path]:
         "Write a full checkpoint (rank 0) and prune old step checkpoints."
         if not self.is_main: return None
         state = dict(config=self.cfg.to_dict(), model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
@@ -696,7 +562,7 @@ class Trainer:
                      schedule={k: v for k, v in schedule(self.cfg, self.step, self.total).items() if v is not None},
                      rng=get_rng_state(), masker=dict(epoch=self.epoch, start_batch=self.batch),
                      bad_run=self.bad_run, bad_total=self.bad_total, elapsed=self.elapsed + self._since(),
-                     metrics_lines=self.metrics_lines, world_size=self.world)
+                     metrics_lines=self.metrics_lines, world_size=self.world, val_pending=val_pending)
         p = write_checkpoint(self.ckpt_dir / name, state)
         prune_checkpoints(self.ckpt_dir, self.cfg.train.keep_last)
         self.last_ckpt = p
@@ -717,6 +583,8 @@ class Trainer:
         img_per_step = cfg.data.batch_size * accum * self.world
         stop, last_val = None, None
         try:
+            if self.resume is not None and self.resume.get("val_pending"):  # killed between checkpoint and validation
+                self._write_val(self.epoch - 1); last_val = self.step
             while stop is None and self.step < self.total:
                 if t.epochs and self.epoch >= t.epochs: break
                 more = self.batch + accum <= self.batches_per_epoch
@@ -741,32 +609,40 @@ class Trainer:
                     _test_sleep_step()
                 if stop: break
                 if self.batch + accum > self.batches_per_epoch:  # epoch finished
-                    if t.val_every and (self.epoch + 1) % t.val_every == 0 and self.val_loader is not None:
-                        self._write(dict(kind="val", step=self.step, epoch=self.epoch, **self.validate(self.step)))
-                        last_val = self.step
+                    due = bool(t.val_every and (self.epoch + 1) % t.val_every == 0 and self.val_loader is not None)
                     self.epoch, self.batch = self.epoch + 1, 0
-                    if t.ckpt_every == 0: self.save(f"step_{self.step:08d}.pt")
-            if self.val_loader is not None and last_val != self.step and self.step > 0 and stop != "bad":
-                self._write(dict(kind="val", step=self.step, epoch=self.epoch, **self.validate(self.step)))
-            if stop != "bad":
+                    # the epoch's checkpoint first: a validation that fails cannot lose it (resume validates again)
+                    if t.ckpt_every == 0: self.save(f"step_{self.step:08d}.pt", val_pending=due)
+                    if due: self._write_val(self.epoch - 1); last_val = self.step
+            if stop is None and self.bad_run: stop = "bad"  # the weights at the end give a non-finite loss: not a result
+            if self.val_loader is not None and last_val != self.step and self.step > 0 and stop not in _NONFINITE:
+                self._write_val(self.epoch)
+            if stop not in _NONFINITE:
                 self._write(dict(kind="event", step=self.step, message=f"finished: {stop or 'planned steps done'}"))
                 self.save("final.pt")
         finally:
             bar.close()
             if self._metrics is not None: self._metrics.close()
             if self._tb is not None: self._tb.close()
-        if stop == "bad":
-            raise RuntimeError(
-                f"stopping at optimizer step {self.step - 1}: {self.bad_run} consecutive non-finite steps "
-                f"(train.max_bad_steps={t.max_bad_steps}); last good checkpoint: {self.last_ckpt or 'none'}")
+        if stop in _NONFINITE:
+            why = (f"it made the weights non-finite (optim.lr={cfg.optim.lr:g})" if stop == "weights" else
+                   f"{self.bad_run} consecutive steps had a non-finite {self._bad_cause} (train.max_bad_steps={t.max_bad_steps})"
+                   + ("" if self.bad_run >= t.max_bad_steps else "; the run ended inside that streak"))
+            raise NonFiniteError(
+                f"training stopped at optimizer step {self.step - 1}: {why}. Nothing was saved from that state; the last "
+                f"checkpoint with finite weights is {self.last_ckpt or 'none (none was written before)'}. Lower optim.lr, "
+                "check the data, and resume from that checkpoint with train.resume=auto.")
         return self.run_dir
 
     def _after_step(self, info: dict) -> Optional[str]:
         "Count bad steps, log, monitor and checkpoint after optimizer step `self.step` (1-based here)."
         t, s = self.cfg.train, self.step
+        if info.get("nonfinite"):
+            self._write(dict(kind="event", step=s, message=f"optimizer step {s - 1} made the weights non-finite: stopping"))
+            return "weights"
         if info.get("skipped"):
-            self.bad_run += 1; self.bad_total += 1
-            msg = f"non-finite loss or gradients at optimizer step {s - 1}: skipped ({self.bad_run} in a row)"
+            self.bad_run += 1; self.bad_total += 1; self._bad_cause = info["skipped"]
+            msg = f"non-finite {info['skipped']} at optimizer step {s - 1}: skipped ({self.bad_run} in a row)"
             if self.is_main: log.warning(msg)
             self._write(dict(kind="event", step=s, message=msg))
             if self.bad_run >= t.max_bad_steps: return "bad"
@@ -814,50 +690,6 @@ def train(cfg: Config, # validated config (`get_config`, `load_config`)
     "Train H-JEPA as `cfg` says; returns the run directory."
     return Trainer(cfg, **components).fit()
 
-def load_model(path, # a checkpoint (e.g. run/checkpoints/final.pt)
-               device="cpu", # where the model goes
-              ) -> tuple:
-    "`(cfg, model)` from a checkpoint: the config it was trained with and the `HJEPA` in eval mode."
-    st = read_checkpoint(path)
-    cfg = config_from_plain(st["config"])
-    model = default_model(cfg)
-    try: model.load_state_dict(st["model"])
-    except RuntimeError as e: raise CheckpointError(f"checkpoint {path} does not match its config's model: {e}") from None
-    return cfg, model.to(device).eval()
-
-# %% ../nbs/07_train.ipynb #3424bce5
-def read_metrics(run_dir, # a run directory
-                 kind: Optional[str] = None, # keep only records of this kind
-                ) -> list[dict]:
-    "The records of `run_dir/metrics.jsonl`, optionally of one `kind`."
-    p = Path(run_dir) / "metrics.jsonl"
-    if not p.exists(): raise FileNotFoundError(f"{p} does not exist: is {run_dir} a run directory?")
-    recs = [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
-    return [r for r in recs if kind is None or r.get("kind") == kind]
-
-def plot_run(run_dir, # a run directory
-             figsize=(12, 3), # size of the figure
-            ):
-    "Loss per level (train and val), lr and momentum, and collapse metrics (std, RankMe) of a run."
-    import matplotlib.pyplot as plt
-    tr, mon, val = (read_metrics(run_dir, k) for k in ("train", "monitor", "val"))
-    fig, ax = plt.subplots(1, 4, figsize=figsize)
-    def series(recs, key): return [r["step"] for r in recs if key in r], [r[key] for r in recs if key in r]
-    for k in sorted({k for r in tr for k in r if k.startswith("loss")}):
-        ax[0].plot(*series(tr, k), label=k, lw=1.5 if k == "loss" else 1)
-    for k in sorted({k for r in val for k in r if k.startswith("val/loss")}):
-        ax[0].plot(*series(val, k), "o--", label=k, ms=3)
-    ax[0].set_title("loss"); ax[0].set_yscale("log"); ax[0].legend(fontsize=6)
-    ax[1].plot(*series(tr, "lr"), label="lr", color="C0"); ax[1].set_title("learning rate / momentum")
-    if any("momentum" in r for r in tr):
-        a2 = ax[1].twinx(); a2.plot(*series(tr, "momentum"), color="C1", label="momentum"); a2.tick_params(labelsize=6)
-    for k in ("std/context", "std/target"): ax[2].plot(*series(mon, k), ".-", label=k)
-    ax[2].set_title("per-dim std (L2-normalised)"); ax[2].legend(fontsize=6)
-    for k in ("rank/context", "rank/target"): ax[3].plot(*series(mon, k), ".-", label=k)
-    ax[3].set_title("effective rank (RankMe)"); ax[3].legend(fontsize=6)
-    for a in ax: a.set_xlabel("optimizer step"); a.tick_params(labelsize=6)
-    fig.tight_layout()
-    return fig
 
 # %% ../nbs/07_train.ipynb #97ebf868
 def cli_config(argv: Optional[list] = None, # command-line arguments (default `sys.argv[1:]`)
@@ -869,14 +701,7 @@ def cli_config(argv: Optional[list] = None, # command-line arguments (default `s
     ap.add_argument("overrides", nargs="*", help="dotted overrides such as train.epochs=3 model.depth=6")
     a = ap.parse_args(argv)
     if a.config is None: return get_config(a.preset or "hjepa", a.overrides)
-    if a.preset is None: return load_config(a.config, a.overrides)
-    import yaml
-    p = Path(a.config)
-    if not p.exists(): raise ConfigError(f"config file {p} does not exist")
-    d = yaml.safe_load(p.read_text()) or {}
-    if not isinstance(d, dict): raise ConfigError(f"config file {p} must hold a mapping of sections")
-    preset = "+".join(x for x in (d.pop("preset", ""), a.preset) if x)
-    return get_config(preset, a.overrides, base=d)
+    return load_config(a.config, a.overrides, preset=a.preset)
 
 def main(argv: Optional[list] = None, # command-line arguments (default `sys.argv[1:]`)
         ) -> int:
@@ -884,7 +709,10 @@ def main(argv: Optional[list] = None, # command-line arguments (default `sys.arg
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         run = train(cli_config(argv))
-    except (ConfigError, CheckpointError) as e:
+    except NonFiniteError as e:
+        print(f"hjepa-train: error: {e}", file=sys.stderr)
+        return 3
+    except (ConfigError, CheckpointError, DataError, OSError) as e:  # the user's input or machine, not a bug: no traceback
         print(f"hjepa-train: error: {e}", file=sys.stderr)
         return 2
     finally:

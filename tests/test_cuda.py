@@ -14,6 +14,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from hjepa import runs as R  # noqa: E402
 from hjepa import train as T  # noqa: E402
 from _helpers import micro  # noqa: E402
 from hjepa.config import get_config  # noqa: E402
@@ -32,10 +33,10 @@ def test_precisions_train_and_agree(tmp_path):
         run = T.train(cfg(tmp_path / p, f"train.precision={p}", "train.max_steps=8"))
         env = json.loads((run / "env.json").read_text())
         assert env["device"]["type"] == "cuda" and env["device"]["name"], env["device"]
-        losses = [r["loss"] for r in T.read_metrics(run, "train")]
+        losses = [r["loss"] for r in R.read_metrics(run, "train")]
         assert len(losses) == 8 and all(math.isfinite(x) for x in losses), (p, losses)
         first[p] = losses[0]
-        ck = T.read_checkpoint(run / "checkpoints" / "final.pt")  # written from the GPU, read on the CPU
+        ck = R.read_checkpoint(run / "checkpoints" / "final.pt")  # written from the GPU, read on the CPU
         assert all(v.device.type == "cpu" for v in ck["model"].values())
     for p in ("bf16", "fp16"):  # same init, data and masks: the first loss differs only by rounding
         assert abs(first[p] - first["fp32"]) < 0.05 * abs(first["fp32"]), first
@@ -47,11 +48,11 @@ def test_resume_on_cuda_continues_the_same_run(tmp_path):
     run = tmp_path / "run"
     shutil.copytree(ref, run)  # the same run, cut back to its step-3 checkpoint
     (run / "checkpoints" / "final.pt").unlink()
-    for p in T.list_checkpoints(run / "checkpoints"):
+    for p in R.list_checkpoints(run / "checkpoints"):
         if p.name != "step_00000003.pt": p.unlink()
     T.train(cfg(run, *ov, "train.resume=auto"))
-    assert [r["step"] for r in T.read_metrics(run, "train")] == [1, 2, 3, 4, 5, 6]
-    a, b = (T.read_checkpoint(r / "checkpoints" / "final.pt")["model"] for r in (ref, run))
+    assert [r["step"] for r in R.read_metrics(run, "train")] == [1, 2, 3, 4, 5, 6]
+    a, b = (R.read_checkpoint(r / "checkpoints" / "final.pt")["model"] for r in (ref, run))
     for k in a:  # CUDA kernels (atomics in backward) need not be bit-reproducible: equal up to rounding
         torch.testing.assert_close(a[k], b[k], atol=2e-3, rtol=1e-2, msg=k)
 

@@ -199,7 +199,7 @@ def test_evaluate_errors(monkeypatch):
 def _write_checkpoint(path, cfg):
     "An untrained checkpoint in the DESIGN.md format, its weights those the trainer would start from."
     from hjepa.models import HJEPA
-    from hjepa.train import write_checkpoint
+    from hjepa.runs import write_checkpoint
     torch.manual_seed(cfg.train.seed)
     return write_checkpoint(path, {"config": cfg.to_dict(), "model": HJEPA(cfg).state_dict(), "step": 0, "epoch": 0})
 

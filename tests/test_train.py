@@ -27,6 +27,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from hjepa import runs as R  # noqa: E402
 from hjepa import train as T  # noqa: E402
 from _helpers import micro  # noqa: E402
 
@@ -131,7 +132,7 @@ def stand_in(nan_at=()):
 
 
 def final_weights(run):
-    return T.read_checkpoint(Path(run) / "checkpoints" / "final.pt")["model"]
+    return R.read_checkpoint(Path(run) / "checkpoints" / "final.pt")["model"]
 
 
 def assert_same(a, b, exact=True, atol=1e-5):
@@ -177,8 +178,8 @@ def test_shared_target_has_no_ema(tmp_path):
     cfg = micro(tmp_path / "r", "train.target_encoder=shared", "train.max_steps=3")
     tr = T.Trainer(cfg, **stand_in())
     tr.fit()
-    assert tr.n_ema == 0 and T.read_checkpoint(tmp_path / "r/checkpoints/final.pt")["target_encoder"] == "shared"
-    assert all("momentum" not in r for r in T.read_metrics(tmp_path / "r", "train"))
+    assert tr.n_ema == 0 and R.read_checkpoint(tmp_path / "r/checkpoints/final.pt")["target_encoder"] == "shared"
+    assert all("momentum" not in r for r in R.read_metrics(tmp_path / "r", "train"))
 
 
 def test_nan_guard(tmp_path, caplog):
@@ -187,12 +188,12 @@ def test_nan_guard(tmp_path, caplog):
     tr = T.Trainer(cfg, **stand_in(nan_at={(0, 2)}))
     tr.fit()
     assert tr.n_ema == 5 and tr.bad_total == 1
-    ev = [r for r in T.read_metrics(tmp_path / "a", "event") if "non-finite" in r["message"]]
+    ev = [r for r in R.read_metrics(tmp_path / "a", "event") if "non-finite" in r["message"]]
     assert len(ev) == 1 and "optimizer step 2" in ev[0]["message"]
     # every batch NaN: stop after max_bad_steps consecutive, naming the step and the last good checkpoint
     cfg = micro(tmp_path / "b", "train.max_steps=8", "train.max_bad_steps=3", "train.ckpt_every=2")
     bad = {(0, b) for b in range(2, 8)}
-    with pytest.raises(RuntimeError, match=r"step 4: 3 consecutive non-finite.*step_00000002\.pt"):
+    with pytest.raises(T.NonFiniteError, match=r"step 4: 3 consecutive steps had a non-finite loss.*step_00000002\.pt"):
         T.train(cfg, **stand_in(nan_at=bad))
     assert not (tmp_path / "b/checkpoints/final.pt").exists()
 
@@ -200,7 +201,7 @@ def test_nan_guard(tmp_path, caplog):
 def test_validation_runs_every_val_every(tmp_path):
     cfg = micro(tmp_path / "r", "train.epochs=4", "train.val_every=2")
     T.train(cfg, **stand_in())
-    val = T.read_metrics(tmp_path / "r", "val")
+    val = R.read_metrics(tmp_path / "r", "val")
     assert [v["epoch"] for v in val] == [1, 3]
     assert all(math.isfinite(v["val/loss"]) and "val/loss/level1" in v for v in val)
     # same loss, no gradient: the val loss of the final weights recomputed by hand
@@ -214,7 +215,7 @@ def test_validation_runs_every_val_every(tmp_path):
 def test_loss_decreases_stand_in(tmp_path):
     cfg = micro(tmp_path / "r", "train.epochs=6", "train.log_every=1", "optim.lr=0.003", "optim.warmup_fraction=0.1")
     T.train(cfg, **stand_in())
-    loss = [r["loss"] for r in T.read_metrics(tmp_path / "r", "train")]
+    loss = [r["loss"] for r in R.read_metrics(tmp_path / "r", "train")]
     assert sum(loss[-5:]) / 5 < 0.9 * sum(loss[:5]) / 5, loss
 
 
@@ -242,11 +243,11 @@ def test_run_directory(tmp_path):
     assert env["versions"]["torch"] == torch.__version__ and env["device"]["type"] == "cpu"
     assert (run / "config.yaml").read_text() == str(micro(tmp_path / "r", "train.max_steps=4", "train.ckpt_every=1",
                                                           "train.keep_last=2", "train.monitor_every=2"))
-    mon = T.read_metrics(run, "monitor")
+    mon = R.read_metrics(run, "monitor")
     assert [m["step"] for m in mon] == [1, 2, 4]
     for k in ("std/context", "std/target", "rank/context", "rank_frac/target", "norm/context", "lr", "momentum"):
         assert all(math.isfinite(m[k]) for m in mon), k
-    ck = T.read_checkpoint(run / "checkpoints/final.pt")
+    ck = R.read_checkpoint(run / "checkpoints/final.pt")
     for k in ("model", "optimizer", "scaler", "rng", "masker", "step", "epoch", "batch", "schedule"):
         assert k in ck, k
 
@@ -261,7 +262,7 @@ def test_collapse_warning(tmp_path, caplog):
     comps = dict(stand_in(), model_fn=Collapsed)
     with caplog.at_level("WARNING", logger="hjepa.train"):
         T.train(micro(tmp_path / "r", "train.max_steps=2", "train.monitor_every=1"), **comps)
-    mon = T.read_metrics(tmp_path / "r", "monitor")
+    mon = R.read_metrics(tmp_path / "r", "monitor")
     assert any("std/context" in w for w in mon[0]["warnings"]) and not any("target" in w for w in mon[0]["warnings"])
     assert "collapse?" in caplog.text
 
@@ -313,19 +314,22 @@ def test_kill_and_resume_is_exact(tmp_path, real):
                     env=dict(HJEPA_TEST_SLEEP_IN_WRITE="step_00000009:60"), wait=False)
     _kill_when(p, lambda: list(ck.glob(".step_00000009.pt.tmp.*")))
     assert not (ck / "step_00000009.pt").exists()            # the half-written file never got its real name
-    # 3. corrupt the newest good checkpoint: resume='auto' falls back to the previous one and says so
-    newest = T.list_checkpoints(ck)[-1]
-    newest.write_bytes(newest.read_bytes()[:1000])
-    with pytest.raises(T.CheckpointError, match=newest.name):
-        T.read_checkpoint(newest)
+    # 3. damage the newest good checkpoint (the sign of 256 floats in the middle flipped, the size unchanged):
+    #    it is detected, and resume='auto' falls back to the previous one and says so
+    newest = R.list_checkpoints(ck)[-1]
+    raw = bytearray(newest.read_bytes())
+    for k in range(256): raw[len(raw) // 2 + 4 * k + 3] ^= 0x80
+    newest.write_bytes(bytes(raw))
+    with pytest.raises(R.CheckpointError, match=newest.name + " is damaged"):
+        R.read_checkpoint(newest)
     out = _run_script(dict(out=str(run), ov=ov + ["train.resume=auto"], real=real))
-    assert "falling back" in out and "previous good checkpoint" in out, out
+    assert f"skipped a checkpoint: checkpoint {newest} is damaged" in out and "the newest checkpoint that verifies" in out, out
     assert not list(ck.glob(".*.tmp.*"))
     assert_same(final_weights(ref), final_weights(run))       # bit-identical
-    a, b = T.read_checkpoint(ref / "checkpoints/final.pt"), T.read_checkpoint(ck / "final.pt")
+    a, b = R.read_checkpoint(ref / "checkpoints/final.pt"), R.read_checkpoint(ck / "final.pt")
     assert_same(a["optimizer"]["state"][0], b["optimizer"]["state"][0])
     # the log is the same too (apart from timings and resume notes)
-    strip = lambda run: [{k: v for k, v in r.items() if k not in ("img_per_s",)} for r in T.read_metrics(run, "train")]
+    strip = lambda run: [{k: v for k, v in r.items() if k not in ("img_per_s",)} for r in R.read_metrics(run, "train")]
     assert strip(ref) == strip(run)
 
 
@@ -347,10 +351,10 @@ def test_ddp_matches_single_process(tmp_path):
            str(Path(__file__).resolve()), json.dumps(dict(out=str(two), ov=ov, real=False))]
     r = _torchrun(cmd, two)
     assert r.returncode == 0, r.stdout + r.stderr
-    l1, l2 = T.read_metrics(one, "train"), T.read_metrics(two, "train")
+    l1, l2 = R.read_metrics(one, "train"), R.read_metrics(two, "train")
     assert [x["step"] for x in l1] == [x["step"] for x in l2] == [1, 2, 3, 4]
     for x, y in zip(l1, l2): assert abs(x["loss"] - y["loss"]) < 1e-5 * max(1, abs(x["loss"])), (x, y)
-    m1, m2 = T.read_metrics(one, "monitor"), T.read_metrics(two, "monitor")
+    m1, m2 = R.read_metrics(one, "monitor"), R.read_metrics(two, "monitor")
     assert abs(m1[-1]["rank/context"] - m2[-1]["rank/context"]) < 1e-3    # monitoring gathers all ranks
     assert_same(final_weights(one), final_weights(two), exact=False)
     assert len(list(two.glob("*.jsonl"))) == 1 and json.loads((two / "env.json").read_text())["world_size"] == 2
