@@ -107,10 +107,11 @@ def _block_indices(corners, size, grid) -> Tensor:
     c = corners[..., 1, None, None] + torch.arange(w)
     return (r * W + c).flatten(-2)
 
-def _nested_corners(corners0, size0, size, f: int, grid) -> Tensor:
+def _nested_corners(corners0, size0, size, f: int, grid, g) -> Tensor:
     "Corners on the grid pooled by `f` of blocks of `size` centred (as far as they fit) on level-0 blocks of `size0`."
-    centre = corners0.float() + torch.tensor(size0, dtype=torch.float) / 2  # level-0 cells
-    c = torch.floor(centre / f - torch.tensor(size, dtype=torch.float) / 2 + 0.5).long()
+    x = (corners0 + torch.tensor(size0) / 2) / f - torch.tensor(size) / 2  # the centred corner, in level-l cells
+    tie_down = (x % 1 == 0.5) & (torch.rand(x.shape, generator=g) < 0.5)  # halfway: either neighbour, equal odds
+    c = torch.floor(x + 0.5).long() - tie_down.long()
     return torch.minimum(c.clamp_min(0), torch.tensor([grid[0] - size[0], grid[1] - size[1]]))
 
 def _upsample(mask, f: int) -> Tensor:
@@ -271,11 +272,11 @@ class BlockMasker:
         context = _block_masks(ccorner, csize, self.grid)[:, 0]
         return union, context if self.allow_overlap else context & ~union
 
-    def _nest(self, d):
-        "Nested hierarchy: move block m of every level l>0 over the centre of block m of level 0."
+    def _nest(self, d, g, rows=slice(None)):
+        "Nested hierarchy: move block m of every level l>0 over the centre of block m of level 0 (samples `rows`)."
         for l in range(1, self.n_levels):
-            d.corners[l] = _nested_corners(d.corners[0][:, : self.n_targets[l]], d.sizes[0], d.sizes[l], 2 ** l,
-                                           self.level_grids[l])
+            d.corners[l][rows] = _nested_corners(d.corners[0][rows, : self.n_targets[l]], d.sizes[0], d.sizes[l],
+                                                 2 ** l, self.level_grids[l], g)
 
     def _short(self, d) -> Tensor: return d.context.flatten(1).sum(1) < self.need
 
@@ -283,7 +284,7 @@ class BlockMasker:
         "New corners for the samples `rows`, and their context."
         k = int(rows.sum())
         for l, lg in enumerate(self.level_grids): d.corners[l][rows] = _corners(k, self.n_targets[l], d.sizes[l], lg, g)
-        if self.nested: self._nest(d)
+        if self.nested: self._nest(d, g, rows)  # only these samples: the others keep the blocks their context lost
         d.ccorner[rows] = _corners(k, 1, d.csize, self.grid, g)
         d.union[rows], d.context[rows] = self._context([c[rows] for c in d.corners], d.sizes, d.ccorner[rows], d.csize)
         self.stats["redrawn"] += k
@@ -293,7 +294,7 @@ class BlockMasker:
         csize = _block_size(self.grid, self.context_scale, self.context_aspect, g)
         corners = [_corners(n, m, s, lg, g) for m, s, lg in zip(self.n_targets, sizes, self.level_grids)]
         d = _Draw(sizes, csize, corners, _corners(n, 1, csize, self.grid, g))
-        if self.nested: self._nest(d)
+        if self.nested: self._nest(d, g)
         d.union, d.context = self._context(d.corners, d.sizes, d.ccorner, d.csize)
         short = self._short(d)
         for _ in range(self.max_tries):  # 1. redraw short samples
