@@ -78,7 +78,7 @@ class MaskConfig:
     allow_overlap: bool = F(False, doc="let the context keep patches that are also targets")
     nested: bool = F(False, doc="centre block m of each coarser level on block m of level 0 (n_levels > 1)")
     context_cut: Literal["all_levels", "level0"] = F("all_levels", doc="all_levels: the context loses every level's target cells; level0 (the hjepa preset's): only level-0 targets are cut out, and a coarse target averages only the patches the context does not see (n_levels > 1)")
-    context: Literal["ijepa", "guaranteed"] = F("ijepa", doc="official coverage, or keep at least `min_context`")
+    context: Literal["ijepa", "guaranteed", "official"] = F("ijepa", doc="ijepa: context block minus the targets; guaranteed: keep at least `min_context`; official: as the official I-JEPA sampler, its last-row/column and truncation biases included (for like-for-like comparisons)")
     min_context: float = F(0.25, 0.0, 1.0, lo_open=True, doc="least context fraction kept (context='guaranteed' only)")
     min_keep: int = F(4, 1, doc="least number of context patches")
     max_tries: int = F(20, 1, 1000, doc="sampling attempts before constraints are relaxed")

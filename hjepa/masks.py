@@ -86,11 +86,19 @@ def _block_size(grid, scale, aspect, g) -> tuple[int, int]:
     area = s * H * W
     return min(H, max(1, round(math.sqrt(area * a)))), min(W, max(1, round(math.sqrt(area / a))))
 
-def _corners(n, m, size, grid, g) -> Tensor:
-    "Top-left corners (n, m, 2) of blocks of `size`, uniform over every position that fits (last row/column included)."
-    (h, w), (H, W) = size, grid
-    return torch.stack([torch.randint(0, H - h + 1, (n, m), generator=g),
-                        torch.randint(0, W - w + 1, (n, m), generator=g)], -1)
+def _official_block_size(grid, scale, aspect, g) -> tuple[int, int]:
+    "A block's (h, w) as the official sampler draws it: one uniform draw sets scale and (linear) aspect ratio; sides < the grid's."
+    H, W = grid
+    u = torch.rand(1, generator=g).item()
+    area = int(H * W * (scale[0] + u * (scale[1] - scale[0])))
+    a = aspect[0] + u * (aspect[1] - aspect[0])
+    return max(1, min(H - 1, round(math.sqrt(area * a)))), max(1, min(W - 1, round(math.sqrt(area / a))))
+
+def _corners(n, m, size, grid, g, last: bool = True) -> Tensor:
+    "Top-left corners (n, m, 2) of blocks of `size`, uniform over every position that fits; `last=False`: off the last row/column."
+    (h, w), (H, W), k = size, grid, int(last)
+    return torch.stack([torch.randint(0, H - h + k, (n, m), generator=g),
+                        torch.randint(0, W - w + k, (n, m), generator=g)], -1)
 
 def _block_masks(corners, size, grid) -> Tensor:
     "Boolean grids (..., H, W) of the blocks of `size` with top-left `corners` (..., 2)."
@@ -107,12 +115,12 @@ def _block_indices(corners, size, grid) -> Tensor:
     c = corners[..., 1, None, None] + torch.arange(w)
     return (r * W + c).flatten(-2)
 
-def _nested_corners(corners0, size0, size, f: int, grid, g) -> Tensor:
+def _nested_corners(corners0, size0, size, f: int, grid, g, last: bool = True) -> Tensor:
     "Corners on the grid pooled by `f` of blocks of `size` centred (as far as they fit) on level-0 blocks of `size0`."
     x = (corners0 + torch.tensor(size0) / 2) / f - torch.tensor(size) / 2  # the centred corner, in level-l cells
     tie_down = (x % 1 == 0.5) & (torch.rand(x.shape, generator=g) < 0.5)  # halfway: either neighbour, equal odds
     c = torch.floor(x + 0.5).long() - tie_down.long()
-    return torch.minimum(c.clamp_min(0), torch.tensor([grid[0] - size[0], grid[1] - size[1]]))
+    return torch.minimum(c.clamp_min(0), torch.tensor([grid[0] - size[0], grid[1] - size[1]]) - int(not last))
 
 def _upsample(mask, f: int) -> Tensor:
     "A (..., h, w) mask of a grid pooled by `f`, expanded to the level-0 grid."
@@ -124,11 +132,12 @@ def _shrink(size) -> tuple[int, int]:
     return (h - 1, w) if h >= w and h > 1 else (h, max(1, w - 1))
 
 # %% ../nbs/01_masks.ipynb #f3d987a6
-def _equalise(context, g) -> Tensor:
-    "Sorted indices (B, n) of a uniformly random subset of every row's context cells; n = the smallest row count."
+def _equalise(context, g, prefix: bool = False) -> Tensor:
+    "Sorted indices (B, n) of a uniformly random subset (`prefix`: the first n) of every row's context cells; n = the smallest row count."
     flat = context.flatten(1)
     n = int(flat.sum(1).min())
-    score = torch.rand(flat.shape, generator=g).masked_fill_(~flat, -1.0)
+    score = -torch.arange(flat.shape[1], dtype=torch.float).repeat(len(flat), 1) if prefix else torch.rand(flat.shape, generator=g)
+    score = score.masked_fill_(~flat, -math.inf)
     return score.topk(n, dim=1).indices.sort(dim=1).values
 
 def _fill(context, need: int, avoid, g) -> Tensor:
@@ -186,7 +195,7 @@ class BlockMasker:
                  allow_overlap: bool = False,  # keep target patches in the context
                  nested: bool = False,  # place block m of level l>0 over block m of level 0 (same region, coarser)
                  context_cut: str = "all_levels",  # 'all_levels': context minus every level's targets; 'level0': minus level 0's
-                 context: str = "ijepa",  # 'ijepa': block minus targets; 'guaranteed': keep >= min_context
+                 context: str = "ijepa",  # 'ijepa': block minus targets; 'guaranteed': keep >= min_context; 'official': the official sampler's biases
                  min_context: float = 0.25,  # least context fraction of the grid (context='guaranteed')
                  min_keep: int = 4,  # least number of context patches
                  max_tries: int = 20,  # redraw rounds for short samples before relaxing
@@ -205,7 +214,8 @@ class BlockMasker:
         self.level_grids = [(H >> l, W >> l) for l in range(n_levels)]
         for l, lg in enumerate(self.level_grids): _check_fit("target", target_scale, target_aspect, lg, f"grid of level {l}")
         _check_fit("context", context_scale, context_aspect, self.grid, "level-0 grid")
-        if context not in ("ijepa", "guaranteed"): raise ConfigError(f"context={context!r} must be 'ijepa' or 'guaranteed'")
+        if context not in ("ijepa", "guaranteed", "official"):
+            raise ConfigError(f"context={context!r} must be 'ijepa', 'guaranteed' or 'official'")
         if context_cut not in ("all_levels", "level0"):
             raise ConfigError(f"context_cut={context_cut!r} must be 'all_levels' or 'level0'")
         self.context_cut = context_cut
@@ -215,12 +225,13 @@ class BlockMasker:
         self.target_scale, self.target_aspect = tuple(target_scale), tuple(target_aspect)
         self.context_scale, self.context_aspect = tuple(context_scale), tuple(context_aspect)
         self.allow_overlap, self.context, self.min_context = allow_overlap, context, min_context
+        self._official = context == "official"
         if nested and n_levels == 1: raise ConfigError("nested=True needs n_levels > 1")
         if nested and max(self.n_targets[1:]) > self.n_targets[0]:
             raise ConfigError(f"nested=True needs no more blocks on a coarse level than on level 0; n_targets={self.n_targets}")
         self.nested = nested
         self.min_keep, self.max_tries, self.seed = min_keep, max_tries, seed
-        self.need = min_keep if context == "ijepa" else max(min_keep, math.ceil(min_context * H * W - 1e-9))
+        self.need = min_keep if context != "guaranteed" else max(min_keep, math.ceil(min_context * H * W - 1e-9))
         self.generator = torch.Generator().manual_seed(seed)
         self.stats = Counter()
 
@@ -261,7 +272,7 @@ class BlockMasker:
         self.stats["calls"] += 1
         self.stats["samples"] += batch_size
         targets = [_block_indices(c, s, lg) for c, s, lg in zip(d.corners, d.sizes, self.level_grids)]
-        return Masks(_equalise(d.context, g), None, targets, self.grid, self.context_cut), d
+        return Masks(_equalise(d.context, g, self._official), None, targets, self.grid, self.context_cut), d
 
     def _context(self, corners, sizes, ccorner, csize) -> tuple[Tensor, Tensor]:
         "Union of the cut levels' targets on the level-0 grid (all levels, or level 0 only), and the context (block minus union unless overlap)."
@@ -276,24 +287,25 @@ class BlockMasker:
         "Nested hierarchy: move block m of every level l>0 over the centre of block m of level 0 (samples `rows`)."
         for l in range(1, self.n_levels):
             d.corners[l][rows] = _nested_corners(d.corners[0][rows, : self.n_targets[l]], d.sizes[0], d.sizes[l],
-                                                 2 ** l, self.level_grids[l], g)
+                                                 2 ** l, self.level_grids[l], g, not self._official)
 
     def _short(self, d) -> Tensor: return d.context.flatten(1).sum(1) < self.need
 
     def _redraw(self, d, rows, g):
         "New corners for the samples `rows`, and their context."
-        k = int(rows.sum())
-        for l, lg in enumerate(self.level_grids): d.corners[l][rows] = _corners(k, self.n_targets[l], d.sizes[l], lg, g)
+        k, last = int(rows.sum()), not self._official
+        for l, lg in enumerate(self.level_grids): d.corners[l][rows] = _corners(k, self.n_targets[l], d.sizes[l], lg, g, last)
         if self.nested: self._nest(d, g, rows)  # only these samples: the others keep the blocks their context lost
-        d.ccorner[rows] = _corners(k, 1, d.csize, self.grid, g)
+        d.ccorner[rows] = _corners(k, 1, d.csize, self.grid, g, last)
         d.union[rows], d.context[rows] = self._context([c[rows] for c in d.corners], d.sizes, d.ccorner[rows], d.csize)
         self.stats["redrawn"] += k
 
     def _draw(self, n, g) -> _Draw:
-        sizes = [_block_size(lg, self.target_scale, self.target_aspect, g) for lg in self.level_grids]
-        csize = _block_size(self.grid, self.context_scale, self.context_aspect, g)
-        corners = [_corners(n, m, s, lg, g) for m, s, lg in zip(self.n_targets, sizes, self.level_grids)]
-        d = _Draw(sizes, csize, corners, _corners(n, 1, csize, self.grid, g))
+        size, last = (_official_block_size, False) if self._official else (_block_size, True)
+        sizes = [size(lg, self.target_scale, self.target_aspect, g) for lg in self.level_grids]
+        csize = size(self.grid, self.context_scale, self.context_aspect, g)
+        corners = [_corners(n, m, s, lg, g, last) for m, s, lg in zip(self.n_targets, sizes, self.level_grids)]
+        d = _Draw(sizes, csize, corners, _corners(n, 1, csize, self.grid, g, last))
         if self.nested: self._nest(d, g)
         d.union, d.context = self._context(d.corners, d.sizes, d.ccorner, d.csize)
         short = self._short(d)
@@ -510,7 +522,7 @@ def mask_explorer(images=None,  # photos to preview (default: `photo_batch(160)`
         target_aspect=w.FloatRangeSlider(value=(0.75, 1.5), min=0.1, max=5.0, step=0.05, description="target aspect", **slow),
         context_scale=w.FloatRangeSlider(value=(0.85, 1.0), min=0.05, max=1.0, step=0.01, description="context scale", **slow),
         context_aspect=w.FloatRangeSlider(value=(1.0, 1.0), min=0.1, max=5.0, step=0.05, description="context aspect", **slow),
-        context=w.Dropdown(options=["ijepa", "guaranteed"], value="ijepa", description="context mode", **kw),
+        context=w.Dropdown(options=["ijepa", "guaranteed", "official"], value="ijepa", description="context mode", **kw),
         min_context=w.FloatSlider(0.25, min=0.01, max=1.0, step=0.01, description="min context", disabled=True, **slow),
         allow_overlap=w.Checkbox(False, description="allow overlap", **kw),
         nested=w.Checkbox(False, description="nested levels", **kw),

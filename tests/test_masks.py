@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from hjepa.masks import BlockMasker, _upsample
+from hjepa.masks import BlockMasker, _upsample, mask_stats
 
 torch.set_num_threads(1)
 
@@ -45,3 +45,36 @@ def test_context_never_holds_a_cut_target_uncounted():
         uncounted += max(0, held - (masker.stats["overlapped"] - before))
     assert masker.stats["shrunk"] > 0, "the case must exercise shrinking"
     assert uncounted == 0, f"{uncounted} samples hold target cells in their context without being counted"
+
+
+# The official I-JEPA MaskCollator (facebookresearch/ijepa, src/masks/multiblock.py), run with its own code on a
+# 32-px image in 4-px patches (8x8 grid; 4 targets of scale 0.15-0.2 and aspect 0.75-1.5, context 0.85-1.0,
+# min_keep 4, no overlap), 4096 samples per seed, 5 seeds: mean context fraction after its truncation to the batch
+# minimum, by batch size.
+OFFICIAL_8X8_CONTEXT = {64: 0.198, 128: 0.185}
+
+
+@pytest.mark.parametrize("batch_size", sorted(OFFICIAL_8X8_CONTEXT))
+def test_official_context_matches_the_official_sampler(batch_size):
+    kept = [mask_stats(BlockMasker(8, context="official"), n=4096, batch_size=batch_size, seed=s)["coverage"].loc["context", "mean"]
+            for s in range(3)]
+    assert abs(sum(kept) / 3 - OFFICIAL_8X8_CONTEXT[batch_size]) < 0.015, kept
+
+
+def test_official_blocks_follow_the_exclusive_bound():
+    "Corners from randint(0, H - h): every block ends before the last row/column, and reaches the row before it."
+    masker = BlockMasker(16, n_levels=2, n_targets=[4, 2], context="official", seed=0)
+    m, d = masker._sample(512)
+    for l, (corners, (h, w)) in enumerate(zip(d.corners, d.sizes)):
+        H, W = masker.level_grids[l]
+        assert corners[..., 0].max() == H - h - 1 and corners[..., 1].max() == W - w - 1, (l, (h, w))
+        assert corners.min() == 0
+    (h, w), (H, W) = d.csize, masker.grid
+    assert h < H and w < W and (d.ccorner[..., 0] <= H - h - 1).all() and (d.ccorner[..., 1] <= W - w - 1).all()
+
+
+def test_official_equalisation_keeps_the_first_indices():
+    masker = BlockMasker(8, context="official", seed=0)
+    m, d = masker._sample(64)
+    n = m.context.shape[1]
+    for b in range(64): assert m.context[b].tolist() == d.context[b].flatten().nonzero()[:n, 0].tolist()
