@@ -16,14 +16,12 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import default_collate, get_worker_info
 
 from .config import ConfigError, grid_size
 from .config import n_targets as config_n_targets
 
 # %% auto #0
-__all__ = ['Masks', 'BlockMasker', 'MaskCollator', 'mask_stats', 'plot_mask_stats', 'photo_batch', 'show_masks',
-           'show_masks_plotly', 'mask_explorer']
+__all__ = ['Masks', 'BlockMasker', 'mask_stats', 'plot_mask_stats', 'show_masks', 'show_masks_plotly', 'mask_explorer']
 
 # %% ../nbs/01_masks.ipynb #b798b164
 @dataclass
@@ -327,34 +325,6 @@ class BlockMasker:
             d.context = _fill(d.context, self.need, d.union, g)
         return d
 
-# %% ../nbs/01_masks.ipynb #9d23fa6d
-class MaskCollator:
-    "DataLoader `collate_fn`: stacks `(image, label)` samples and draws the batch's masks."
-    def __init__(self,
-                 masker: BlockMasker,  # draws the masks
-                 seed: int = 0):  # with the epoch and batch index, seeds each batch's generator
-        self.masker, self.seed = masker, seed
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int, start_batch: int = 0):
-        "Start epoch `epoch` at batch `start_batch` (a resumed run skips the batches it already saw)."
-        self.epoch, self.start_batch, self._count = epoch, start_batch, 0
-
-    def generator(self, batch: int) -> torch.Generator:
-        "The generator of batch `batch` of the current epoch."
-        seed = np.random.SeedSequence([self.seed, self.epoch, batch]).generate_state(1, dtype=np.uint64)[0]
-        return torch.Generator().manual_seed(int(seed))
-
-    def __call__(self, samples) -> tuple:
-        "`(images (B, 3, S, S) or a list of those per view, labels (B,), masks)`."
-        images, labels = default_collate(samples)
-        info = get_worker_info()
-        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        batch = self.start_batch + worker + self._count * workers
-        self._count += 1
-        first = images[0] if isinstance(images, (list, tuple)) else images
-        return images, labels, self.masker(first.shape[0], generator=self.generator(batch))
-
 # %% ../nbs/01_masks.ipynb #6195a335
 def mask_stats(masker: BlockMasker,
                n: int = 1024,  # samples to draw
@@ -413,12 +383,6 @@ def plot_mask_stats(stats: dict, size: float = 2.6):
     return fig
 
 # %% ../nbs/01_masks.ipynb #9e7b16c5
-def photo_batch(size: int = 224, names: Sequence[str] = ("astronaut", "chelsea", "coffee")) -> Tensor:
-    "`hjepa.data.sample_photos` (scikit-image's photos) as a float (N, 3, size, size) batch in [0, 1], for previews."
-    from hjepa.data import sample_photos  # imported here: hjepa.data imports this module
-    return torch.stack([torch.from_numpy(np.array(p)).permute(2, 0, 1).float() / 255
-                        for p in sample_photos(size, names).values()])
-
 _COLORS = np.array([(0.12, 0.47, 0.71), (1.0, 0.5, 0.05), (0.17, 0.63, 0.17), (0.84, 0.15, 0.16), (0.58, 0.4, 0.74),
                     (0.55, 0.34, 0.29), (0.89, 0.47, 0.76), (0.74, 0.74, 0.13), (0.09, 0.75, 0.81), (0.5, 0.5, 0.5)])
 
@@ -505,11 +469,10 @@ def _stats_html(stats: dict) -> str:
             + stats["coverage"].to_html(float_format=lambda x: f"{x:.3f}")
             + f"<p>target block sizes: {html.escape(sizes)}<br>relaxations: {relax}</p>")
 
-def mask_explorer(images=None,  # photos to preview (default: `photo_batch(160)`)
+def mask_explorer(images,  # images to preview: (B, 3, H, W) tensor or (H, W, 3) arrays, e.g. `hjepa.data.photo_batch(160)`
                   n_stats: int = 256):  # samples measured for the statistics
     "An ipywidgets UI: every masker option on a control; preview and statistics update live."
     import ipywidgets as w
-    images = photo_batch(160) if images is None else images
     # sliders and the text box report on release / Enter, not on every step of a drag or keystroke
     kw = dict(style={"description_width": "110px"}, layout=w.Layout(width="360px"))
     slow = dict(kw, continuous_update=False)
