@@ -70,6 +70,7 @@ class DataConfig:
 @dataclass
 class MaskConfig:
     "Multi-block masks (I-JEPA §3) on every level of the hierarchy."
+    kind: Literal["block"] = F("block", legacy="block", doc="the masker (`hjepa.masks.MASKERS`): block = multi-block context and targets on every level")
     n_targets: list[int] = F([4], 1, 16, doc="target blocks per level: one entry, or one per level")
     target_scale: tuple[float, float] = F((0.15, 0.2), 0.0, 1.0, lo_open=True, doc="area of one target block, fraction of its level's grid")
     target_aspect: tuple[float, float] = F((0.75, 1.5), 0.0, None, lo_open=True, doc="height/width ratio of target blocks")

@@ -696,7 +696,7 @@ class _WorkerInit:
 class MaskCollator:
     "`collate_fn` of numbered batches: `(images, labels, masks)`, the masks of batch `b` from a generator seeded by `(seed, epoch, b)`."
     def __init__(self,
-                 masker, # draws the masks: `masker(batch_size, generator=g) -> Masks` (`hjepa.masks.BlockMasker`)
+                 masker, # draws the masks: `masker(batch_size, generator=g) -> Masks` (`hjepa.masks.build_masker`)
                  seed: int = 0, # with the epoch and the batch number, seeds each batch's generator
                  epoch: int = 0):
         self.masker, self.seed, self.epoch = masker, seed, epoch
@@ -718,7 +718,7 @@ class MaskCollator:
 
 def build_loader(cfg: Config, # the config: `data` (dataset, batch size, workers), `train.seed`
                  split: str, # train|val|test
-                 masker=None, # a masker (`hjepa.masks.BlockMasker.from_config(cfg)`): batches get masks from `MaskCollator`
+                 masker=None, # a masker (`hjepa.masks.build_masker(cfg)`): batches get masks from `MaskCollator`
                  epoch: int = 0, # seeds the order, the augmentations and the masks
                  start_batch: int = 0, # skip this many batches of the epoch (exact resume)
                  shuffle: Optional[bool] = None, # None: in training mode only

@@ -21,7 +21,8 @@ from .config import ConfigError, grid_size
 from .config import n_targets as config_n_targets
 
 # %% auto #0
-__all__ = ['Masks', 'BlockMasker', 'mask_stats', 'plot_mask_stats', 'show_masks', 'show_masks_plotly', 'mask_explorer']
+__all__ = ['MASKERS', 'Masks', 'BlockMasker', 'build_masker', 'mask_stats', 'plot_mask_stats', 'show_masks', 'show_masks_plotly',
+           'mask_explorer']
 
 # %% ../nbs/01_masks.ipynb #b798b164
 @dataclass
@@ -324,6 +325,13 @@ class BlockMasker:
             if not self.allow_overlap: self.stats["overlapped"] += int((short & (deficit > free)).sum())
             d.context = _fill(d.context, self.need, d.union, g)
         return d
+
+# %% ../nbs/01_masks.ipynb #eb5cfb51
+MASKERS = {"block": BlockMasker}  # mask.kind -> masker class
+
+def build_masker(cfg):
+    "The masker that `cfg.mask.kind` names, built from `cfg`."
+    return MASKERS[cfg.mask.kind].from_config(cfg)
 
 # %% ../nbs/01_masks.ipynb #6195a335
 def mask_stats(masker: BlockMasker,
