@@ -703,6 +703,7 @@ class MaskCollator:
 
     def generator(self, batch: int) -> torch.Generator:
         "The generator of batch `batch` of the epoch."
+        # SeedSequence's state itself, not `mix_seed` (which halves it): the masks runs have always been given
         s = np.random.SeedSequence([self.seed, self.epoch, batch]).generate_state(1, dtype=np.uint64)[0]
         return torch.Generator().manual_seed(int(s))
 
