@@ -71,6 +71,7 @@ class DataConfig:
 @dataclass
 class MaskConfig:
     "Multi-block masks (I-JEPA §3) on every level of the hierarchy."
+    kind: Literal["block"] = F("block", legacy="block", doc="the masker (`hjepa.masks.MASKERS`): block = multi-block context and targets on every level")
     n_targets: list[int] = F([4], 1, 16, doc="target blocks per level: one entry, or one per level")
     target_scale: tuple[float, float] = F((0.15, 0.2), 0.0, 1.0, lo_open=True, doc="area of one target block, fraction of its level's grid")
     target_aspect: tuple[float, float] = F((0.75, 1.5), 0.0, None, lo_open=True, doc="height/width ratio of target blocks")
@@ -79,7 +80,7 @@ class MaskConfig:
     allow_overlap: bool = F(False, doc="let the context keep patches that are also targets")
     nested: bool = F(False, doc="centre block m of each coarser level on block m of level 0 (n_levels > 1)")
     context_cut: Literal["all_levels", "level0"] = F("all_levels", doc="all_levels: the context loses every level's target cells; level0 (the hjepa preset's): only level-0 targets are cut out, and a coarse target averages only the patches the context does not see (n_levels > 1)")
-    context: Literal["ijepa", "guaranteed"] = F("ijepa", doc="official coverage, or keep at least `min_context`")
+    context: Literal["ijepa", "guaranteed", "official"] = F("ijepa", doc="ijepa: context block minus the targets; guaranteed: keep at least `min_context`; official: as the official I-JEPA sampler, its last-row/column and truncation biases included (for like-for-like comparisons)")
     min_context: float = F(0.25, 0.0, 1.0, lo_open=True, doc="least context fraction kept (context='guaranteed' only)")
     min_keep: int = F(4, 1, doc="least number of context patches")
     max_tries: int = F(20, 1, 1000, doc="sampling attempts before constraints are relaxed")

@@ -28,11 +28,11 @@ from .config import Config, ConfigError, DataConfig
 
 # %% auto #0
 __all__ = ['SPLITS', 'SHAPE_KINDS', 'SHAPE_FILLS', 'MEAN', 'STD', 'PHOTOS', 'IMG_EXTENSIONS', 'CIFAR', 'mix_seed', 'render_shape',
-           'ShapesDataset', 'to_display', 'show_grid', 'DigitsDataset', 'sample_photos', 'read_class_list',
-           'scan_image_folder', 'DataError', 'decode_image', 'check_images', 'ImageFolderDataset',
+           'ShapesDataset', 'to_display', 'show_grid', 'DigitsDataset', 'sample_photos', 'photo_batch',
+           'read_class_list', 'scan_image_folder', 'DataError', 'decode_image', 'check_images', 'ImageFolderDataset',
            'image_folder_splits', 'cifar_dir', 'load_cifar', 'ArrayDataset', 'cifar_splits', 'MinimalCrop', 'MultiCrop',
            'train_transform', 'eval_transform', 'raw_dataset', 'split_size', 'clear_dataset_cache', 'AugmentedDataset',
-           'NumberedBatch', 'build_dataset', 'EpochBatchSampler', 'NumberedMaskCollate', 'build_loader']
+           'NumberedBatch', 'build_dataset', 'EpochBatchSampler', 'MaskCollator', 'build_loader']
 
 # %% ../nbs/06_data.ipynb #4f803825
 def mix_seed(*keys: int) -> int:
@@ -278,6 +278,11 @@ def sample_photos(size: int = 224, # side of the square photos, pixels
         if name not in PHOTOS: raise ValueError(f"photo {name!r} is not available offline; choose from {list(PHOTOS)}")
         out[name] = ImageOps.fit(Image.fromarray(getattr(skimage.data, name)()).convert("RGB"), (size, size), Image.BICUBIC)
     return out
+
+def photo_batch(size: int = 224, names: Sequence[str] = ("astronaut", "chelsea", "coffee")) -> torch.Tensor:
+    "`sample_photos` as a float (N, 3, size, size) batch in [0, 1], for previews (e.g. `hjepa.masks.show_masks`)."
+    return torch.stack([torch.from_numpy(np.array(p)).permute(2, 0, 1).float() / 255
+                        for p in sample_photos(size, names).values()])
 
 # %% ../nbs/06_data.ipynb #f0cfa2ff
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -736,19 +741,33 @@ class _WorkerInit:
         s = mix_seed(self.seed, self.epoch, self.rank, worker_id)
         random.seed(s); np.random.seed(s % 2**32); torch.manual_seed(s)
 
-class NumberedMaskCollate:
-    "`collate_fn`: `(images, labels, masks)` with the masks of `MaskCollator.generator(batch number)`."
-    def __init__(self, collator): self.collator = collator  # a `hjepa.masks.MaskCollator`
+class MaskCollator:
+    "`collate_fn` of numbered batches: `(images, labels, masks)`, the masks of batch `b` from a generator seeded by `(seed, epoch, b)`."
+    def __init__(self,
+                 masker, # draws the masks: `masker(batch_size, generator=g) -> Masks` (`hjepa.masks.build_masker`)
+                 seed: int = 0, # with the epoch and the batch number, seeds each batch's generator
+                 epoch: int = 0):
+        self.masker, self.seed, self.epoch = masker, seed, epoch
+
+    def generator(self, batch: int) -> torch.Generator:
+        "The generator of batch `batch` of the epoch."
+        # SeedSequence's state itself, not `mix_seed` (which halves it): the masks runs have always been given
+        s = np.random.SeedSequence([self.seed, self.epoch, batch]).generate_state(1, dtype=np.uint64)[0]
+        return torch.Generator().manual_seed(int(s))
+
     def __call__(self, samples) -> tuple:
+        "`(images (B, 3, S, S) or a list of those per view, labels (B,), masks)`: masks of the first view."
         number = getattr(samples, "number", None)
-        if number is None: return self.collator(list(samples))  # no number: the collator counts batches itself
+        if number is None:
+            raise ValueError("MaskCollator needs numbered batches (a NumberedBatch from EpochBatchSampler through "
+                             "AugmentedDataset), so that batch b's masks do not depend on workers; build_loader makes them")
         images, labels = default_collate(list(samples))
         first = images[0] if isinstance(images, (list, tuple)) else images
-        return images, labels, self.collator.masker(first.shape[0], generator=self.collator.generator(number))
+        return images, labels, self.masker(first.shape[0], generator=self.generator(number))
 
 def build_loader(cfg: Config, # the config: `data` (dataset, batch size, workers), `train.seed`
                  split: str, # train|val|test
-                 masker=None, # a `hjepa.masks` masker: batches get masks from `MaskCollator`
+                 masker=None, # a masker (`hjepa.masks.build_masker(cfg)`): batches get masks from `MaskCollator`
                  epoch: int = 0, # seeds the order, the augmentations and the masks
                  start_batch: int = 0, # skip this many batches of the epoch (exact resume)
                  shuffle: Optional[bool] = None, # None: in training mode only
@@ -770,12 +789,7 @@ def build_loader(cfg: Config, # the config: `data` (dataset, batch size, workers
         rank, world = dist.get_rank(), dist.get_world_size()
     ds = build_dataset(cfg, split, transform, epoch)
     sampler = EpochBatchSampler(len(ds), bs, shuffle, seed, epoch, start_batch, drop_last=training, rank=rank, world_size=world)
-    collate = default_collate
-    if masker is not None:
-        from hjepa.masks import MaskCollator
-        collator = MaskCollator(masker, seed if world == 1 else mix_seed(seed, rank))
-        collator.set_epoch(epoch, start_batch)
-        collate = NumberedMaskCollate(collator)
+    collate = default_collate if masker is None else MaskCollator(masker, seed if world == 1 else mix_seed(seed, rank), epoch)
     nw = cfg.data.num_workers
     return DataLoader(ds, batch_sampler=sampler, num_workers=nw, collate_fn=collate,
                       pin_memory=torch.cuda.is_available() and cfg.train.device in ("auto", "cuda"),

@@ -16,14 +16,13 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import default_collate, get_worker_info
 
 from .config import ConfigError, grid_size
 from .config import n_targets as config_n_targets
 
 # %% auto #0
-__all__ = ['Masks', 'BlockMasker', 'MaskCollator', 'mask_stats', 'plot_mask_stats', 'photo_batch', 'show_masks',
-           'show_masks_plotly', 'mask_explorer']
+__all__ = ['MASKERS', 'Masks', 'BlockMasker', 'build_masker', 'mask_stats', 'plot_mask_stats', 'show_masks', 'show_masks_plotly',
+           'mask_explorer']
 
 # %% ../nbs/01_masks.ipynb #b798b164
 @dataclass
@@ -86,11 +85,19 @@ def _block_size(grid, scale, aspect, g) -> tuple[int, int]:
     area = s * H * W
     return min(H, max(1, round(math.sqrt(area * a)))), min(W, max(1, round(math.sqrt(area / a))))
 
-def _corners(n, m, size, grid, g) -> Tensor:
-    "Top-left corners (n, m, 2) of blocks of `size`, uniform over every position that fits (last row/column included)."
-    (h, w), (H, W) = size, grid
-    return torch.stack([torch.randint(0, H - h + 1, (n, m), generator=g),
-                        torch.randint(0, W - w + 1, (n, m), generator=g)], -1)
+def _official_block_size(grid, scale, aspect, g) -> tuple[int, int]:
+    "A block's (h, w) as the official sampler draws it: one uniform draw sets scale and (linear) aspect ratio; sides < the grid's."
+    H, W = grid
+    u = torch.rand(1, generator=g).item()
+    area = int(H * W * (scale[0] + u * (scale[1] - scale[0])))
+    a = aspect[0] + u * (aspect[1] - aspect[0])
+    return max(1, min(H - 1, round(math.sqrt(area * a)))), max(1, min(W - 1, round(math.sqrt(area / a))))
+
+def _corners(n, m, size, grid, g, last: bool = True) -> Tensor:
+    "Top-left corners (n, m, 2) of blocks of `size`, uniform over every position that fits; `last=False`: off the last row/column."
+    (h, w), (H, W), k = size, grid, int(last)
+    return torch.stack([torch.randint(0, H - h + k, (n, m), generator=g),
+                        torch.randint(0, W - w + k, (n, m), generator=g)], -1)
 
 def _block_masks(corners, size, grid) -> Tensor:
     "Boolean grids (..., H, W) of the blocks of `size` with top-left `corners` (..., 2)."
@@ -107,11 +114,12 @@ def _block_indices(corners, size, grid) -> Tensor:
     c = corners[..., 1, None, None] + torch.arange(w)
     return (r * W + c).flatten(-2)
 
-def _nested_corners(corners0, size0, size, f: int, grid) -> Tensor:
+def _nested_corners(corners0, size0, size, f: int, grid, g, last: bool = True) -> Tensor:
     "Corners on the grid pooled by `f` of blocks of `size` centred (as far as they fit) on level-0 blocks of `size0`."
-    centre = corners0.float() + torch.tensor(size0, dtype=torch.float) / 2  # level-0 cells
-    c = torch.floor(centre / f - torch.tensor(size, dtype=torch.float) / 2 + 0.5).long()
-    return torch.minimum(c.clamp_min(0), torch.tensor([grid[0] - size[0], grid[1] - size[1]]))
+    x = (corners0 + torch.tensor(size0) / 2) / f - torch.tensor(size) / 2  # the centred corner, in level-l cells
+    tie_down = (x % 1 == 0.5) & (torch.rand(x.shape, generator=g) < 0.5)  # halfway: either neighbour, equal odds
+    c = torch.floor(x + 0.5).long() - tie_down.long()
+    return torch.minimum(c.clamp_min(0), torch.tensor([grid[0] - size[0], grid[1] - size[1]]) - int(not last))
 
 def _upsample(mask, f: int) -> Tensor:
     "A (..., h, w) mask of a grid pooled by `f`, expanded to the level-0 grid."
@@ -123,11 +131,12 @@ def _shrink(size) -> tuple[int, int]:
     return (h - 1, w) if h >= w and h > 1 else (h, max(1, w - 1))
 
 # %% ../nbs/01_masks.ipynb #f3d987a6
-def _equalise(context, g) -> Tensor:
-    "Sorted indices (B, n) of a uniformly random subset of every row's context cells; n = the smallest row count."
+def _equalise(context, g, prefix: bool = False) -> Tensor:
+    "Sorted indices (B, n) of a uniformly random subset (`prefix`: the first n) of every row's context cells; n = the smallest row count."
     flat = context.flatten(1)
     n = int(flat.sum(1).min())
-    score = torch.rand(flat.shape, generator=g).masked_fill_(~flat, -1.0)
+    score = -torch.arange(flat.shape[1], dtype=torch.float).repeat(len(flat), 1) if prefix else torch.rand(flat.shape, generator=g)
+    score = score.masked_fill_(~flat, -math.inf)
     return score.topk(n, dim=1).indices.sort(dim=1).values
 
 def _fill(context, need: int, avoid, g) -> Tensor:
@@ -185,7 +194,7 @@ class BlockMasker:
                  allow_overlap: bool = False,  # keep target patches in the context
                  nested: bool = False,  # place block m of level l>0 over block m of level 0 (same region, coarser)
                  context_cut: str = "all_levels",  # 'all_levels': context minus every level's targets; 'level0': minus level 0's
-                 context: str = "ijepa",  # 'ijepa': block minus targets; 'guaranteed': keep >= min_context
+                 context: str = "ijepa",  # 'ijepa': block minus targets; 'guaranteed': keep >= min_context; 'official': the official sampler's biases
                  min_context: float = 0.25,  # least context fraction of the grid (context='guaranteed')
                  min_keep: int = 4,  # least number of context patches
                  max_tries: int = 20,  # redraw rounds for short samples before relaxing
@@ -204,7 +213,8 @@ class BlockMasker:
         self.level_grids = [(H >> l, W >> l) for l in range(n_levels)]
         for l, lg in enumerate(self.level_grids): _check_fit("target", target_scale, target_aspect, lg, f"grid of level {l}")
         _check_fit("context", context_scale, context_aspect, self.grid, "level-0 grid")
-        if context not in ("ijepa", "guaranteed"): raise ConfigError(f"context={context!r} must be 'ijepa' or 'guaranteed'")
+        if context not in ("ijepa", "guaranteed", "official"):
+            raise ConfigError(f"context={context!r} must be 'ijepa', 'guaranteed' or 'official'")
         if context_cut not in ("all_levels", "level0"):
             raise ConfigError(f"context_cut={context_cut!r} must be 'all_levels' or 'level0'")
         self.context_cut = context_cut
@@ -214,12 +224,13 @@ class BlockMasker:
         self.target_scale, self.target_aspect = tuple(target_scale), tuple(target_aspect)
         self.context_scale, self.context_aspect = tuple(context_scale), tuple(context_aspect)
         self.allow_overlap, self.context, self.min_context = allow_overlap, context, min_context
+        self._official = context == "official"
         if nested and n_levels == 1: raise ConfigError("nested=True needs n_levels > 1")
         if nested and max(self.n_targets[1:]) > self.n_targets[0]:
             raise ConfigError(f"nested=True needs no more blocks on a coarse level than on level 0; n_targets={self.n_targets}")
         self.nested = nested
         self.min_keep, self.max_tries, self.seed = min_keep, max_tries, seed
-        self.need = min_keep if context == "ijepa" else max(min_keep, math.ceil(min_context * H * W - 1e-9))
+        self.need = min_keep if context != "guaranteed" else max(min_keep, math.ceil(min_context * H * W - 1e-9))
         self.generator = torch.Generator().manual_seed(seed)
         self.stats = Counter()
 
@@ -260,7 +271,7 @@ class BlockMasker:
         self.stats["calls"] += 1
         self.stats["samples"] += batch_size
         targets = [_block_indices(c, s, lg) for c, s, lg in zip(d.corners, d.sizes, self.level_grids)]
-        return Masks(_equalise(d.context, g), None, targets, self.grid, self.context_cut), d
+        return Masks(_equalise(d.context, g, self._official), None, targets, self.grid, self.context_cut), d
 
     def _context(self, corners, sizes, ccorner, csize) -> tuple[Tensor, Tensor]:
         "Union of the cut levels' targets on the level-0 grid (all levels, or level 0 only), and the context (block minus union unless overlap)."
@@ -271,29 +282,30 @@ class BlockMasker:
         context = _block_masks(ccorner, csize, self.grid)[:, 0]
         return union, context if self.allow_overlap else context & ~union
 
-    def _nest(self, d):
-        "Nested hierarchy: move block m of every level l>0 over the centre of block m of level 0."
+    def _nest(self, d, g, rows=slice(None)):
+        "Nested hierarchy: move block m of every level l>0 over the centre of block m of level 0 (samples `rows`)."
         for l in range(1, self.n_levels):
-            d.corners[l] = _nested_corners(d.corners[0][:, : self.n_targets[l]], d.sizes[0], d.sizes[l], 2 ** l,
-                                           self.level_grids[l])
+            d.corners[l][rows] = _nested_corners(d.corners[0][rows, : self.n_targets[l]], d.sizes[0], d.sizes[l],
+                                                 2 ** l, self.level_grids[l], g, not self._official)
 
     def _short(self, d) -> Tensor: return d.context.flatten(1).sum(1) < self.need
 
     def _redraw(self, d, rows, g):
         "New corners for the samples `rows`, and their context."
-        k = int(rows.sum())
-        for l, lg in enumerate(self.level_grids): d.corners[l][rows] = _corners(k, self.n_targets[l], d.sizes[l], lg, g)
-        if self.nested: self._nest(d)
-        d.ccorner[rows] = _corners(k, 1, d.csize, self.grid, g)
+        k, last = int(rows.sum()), not self._official
+        for l, lg in enumerate(self.level_grids): d.corners[l][rows] = _corners(k, self.n_targets[l], d.sizes[l], lg, g, last)
+        if self.nested: self._nest(d, g, rows)  # only these samples: the others keep the blocks their context lost
+        d.ccorner[rows] = _corners(k, 1, d.csize, self.grid, g, last)
         d.union[rows], d.context[rows] = self._context([c[rows] for c in d.corners], d.sizes, d.ccorner[rows], d.csize)
         self.stats["redrawn"] += k
 
     def _draw(self, n, g) -> _Draw:
-        sizes = [_block_size(lg, self.target_scale, self.target_aspect, g) for lg in self.level_grids]
-        csize = _block_size(self.grid, self.context_scale, self.context_aspect, g)
-        corners = [_corners(n, m, s, lg, g) for m, s, lg in zip(self.n_targets, sizes, self.level_grids)]
-        d = _Draw(sizes, csize, corners, _corners(n, 1, csize, self.grid, g))
-        if self.nested: self._nest(d)
+        size, last = (_official_block_size, False) if self._official else (_block_size, True)
+        sizes = [size(lg, self.target_scale, self.target_aspect, g) for lg in self.level_grids]
+        csize = size(self.grid, self.context_scale, self.context_aspect, g)
+        corners = [_corners(n, m, s, lg, g, last) for m, s, lg in zip(self.n_targets, sizes, self.level_grids)]
+        d = _Draw(sizes, csize, corners, _corners(n, 1, csize, self.grid, g, last))
+        if self.nested: self._nest(d, g)
         d.union, d.context = self._context(d.corners, d.sizes, d.ccorner, d.csize)
         short = self._short(d)
         for _ in range(self.max_tries):  # 1. redraw short samples
@@ -314,33 +326,12 @@ class BlockMasker:
             d.context = _fill(d.context, self.need, d.union, g)
         return d
 
-# %% ../nbs/01_masks.ipynb #9d23fa6d
-class MaskCollator:
-    "DataLoader `collate_fn`: stacks `(image, label)` samples and draws the batch's masks."
-    def __init__(self,
-                 masker: BlockMasker,  # draws the masks
-                 seed: int = 0):  # with the epoch and batch index, seeds each batch's generator
-        self.masker, self.seed = masker, seed
-        self.set_epoch(0)
+# %% ../nbs/01_masks.ipynb #eb5cfb51
+MASKERS = {"block": BlockMasker}  # mask.kind -> masker class
 
-    def set_epoch(self, epoch: int, start_batch: int = 0):
-        "Start epoch `epoch` at batch `start_batch` (a resumed run skips the batches it already saw)."
-        self.epoch, self.start_batch, self._count = epoch, start_batch, 0
-
-    def generator(self, batch: int) -> torch.Generator:
-        "The generator of batch `batch` of the current epoch."
-        seed = np.random.SeedSequence([self.seed, self.epoch, batch]).generate_state(1, dtype=np.uint64)[0]
-        return torch.Generator().manual_seed(int(seed))
-
-    def __call__(self, samples) -> tuple:
-        "`(images (B, 3, S, S) or a list of those per view, labels (B,), masks)`."
-        images, labels = default_collate(samples)
-        info = get_worker_info()
-        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        batch = self.start_batch + worker + self._count * workers
-        self._count += 1
-        first = images[0] if isinstance(images, (list, tuple)) else images
-        return images, labels, self.masker(first.shape[0], generator=self.generator(batch))
+def build_masker(cfg):
+    "The masker that `cfg.mask.kind` names, built from `cfg`."
+    return MASKERS[cfg.mask.kind].from_config(cfg)
 
 # %% ../nbs/01_masks.ipynb #6195a335
 def mask_stats(masker: BlockMasker,
@@ -400,12 +391,6 @@ def plot_mask_stats(stats: dict, size: float = 2.6):
     return fig
 
 # %% ../nbs/01_masks.ipynb #9e7b16c5
-def photo_batch(size: int = 224, names: Sequence[str] = ("astronaut", "chelsea", "coffee")) -> Tensor:
-    "`hjepa.data.sample_photos` (scikit-image's photos) as a float (N, 3, size, size) batch in [0, 1], for previews."
-    from hjepa.data import sample_photos  # imported here: hjepa.data imports this module
-    return torch.stack([torch.from_numpy(np.array(p)).permute(2, 0, 1).float() / 255
-                        for p in sample_photos(size, names).values()])
-
 _COLORS = np.array([(0.12, 0.47, 0.71), (1.0, 0.5, 0.05), (0.17, 0.63, 0.17), (0.84, 0.15, 0.16), (0.58, 0.4, 0.74),
                     (0.55, 0.34, 0.29), (0.89, 0.47, 0.76), (0.74, 0.74, 0.13), (0.09, 0.75, 0.81), (0.5, 0.5, 0.5)])
 
@@ -492,11 +477,10 @@ def _stats_html(stats: dict) -> str:
             + stats["coverage"].to_html(float_format=lambda x: f"{x:.3f}")
             + f"<p>target block sizes: {html.escape(sizes)}<br>relaxations: {relax}</p>")
 
-def mask_explorer(images=None,  # photos to preview (default: `photo_batch(160)`)
+def mask_explorer(images,  # images to preview: (B, 3, H, W) tensor or (H, W, 3) arrays, e.g. `hjepa.data.photo_batch(160)`
                   n_stats: int = 256):  # samples measured for the statistics
     "An ipywidgets UI: every masker option on a control; preview and statistics update live."
     import ipywidgets as w
-    images = photo_batch(160) if images is None else images
     # sliders and the text box report on release / Enter, not on every step of a drag or keystroke
     kw = dict(style={"description_width": "110px"}, layout=w.Layout(width="360px"))
     slow = dict(kw, continuous_update=False)
@@ -509,7 +493,7 @@ def mask_explorer(images=None,  # photos to preview (default: `photo_batch(160)`
         target_aspect=w.FloatRangeSlider(value=(0.75, 1.5), min=0.1, max=5.0, step=0.05, description="target aspect", **slow),
         context_scale=w.FloatRangeSlider(value=(0.85, 1.0), min=0.05, max=1.0, step=0.01, description="context scale", **slow),
         context_aspect=w.FloatRangeSlider(value=(1.0, 1.0), min=0.1, max=5.0, step=0.05, description="context aspect", **slow),
-        context=w.Dropdown(options=["ijepa", "guaranteed"], value="ijepa", description="context mode", **kw),
+        context=w.Dropdown(options=["ijepa", "guaranteed", "official"], value="ijepa", description="context mode", **kw),
         min_context=w.FloatSlider(0.25, min=0.01, max=1.0, step=0.01, description="min context", disabled=True, **slow),
         allow_overlap=w.Checkbox(False, description="allow overlap", **kw),
         nested=w.Checkbox(False, description="nested levels", **kw),

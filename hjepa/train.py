@@ -248,10 +248,10 @@ def default_loader(cfg: Config, # the run's config
                    start_batch: int = 0, # skip this many batches (resume)
                    distributed: bool = False, # shard with a DistributedSampler
                   ):
-    "`hjepa.data.build_loader` with a `BlockMasker`: batches `(images, labels, masks)`."
+    "`hjepa.data.build_loader` with the configured masker (`mask.kind`): batches `(images, labels, masks)`."
     from hjepa.data import build_loader
-    from hjepa.masks import BlockMasker
-    return build_loader(cfg, split, masker=BlockMasker.from_config(cfg), epoch=epoch, start_batch=start_batch,
+    from hjepa.masks import build_masker
+    return build_loader(cfg, split, masker=build_masker(cfg), epoch=epoch, start_batch=start_batch,
                         distributed=distributed)
 
 # %% ../nbs/07_train.ipynb #042f97d8
@@ -495,8 +495,6 @@ class Trainer:
         if self.val_loader is None: return {}
         self.model.eval()
         sums, count = {}, 0
-        cf = getattr(self.val_loader, "collate_fn", None)
-        if hasattr(cf, "set_epoch"): cf.set_epoch(0)  # the same masks at every validation pass
         with torch.random.fork_rng(devices=[]):
             for images, labels, masks in self.val_loader:
                 images, masks = _to(images, self.device), _to(masks, self.device)

@@ -11,7 +11,7 @@ from PIL import Image
 from hjepa.config import ConfigError, get_config
 from hjepa.data import (CIFAR, SPLITS, DigitsDataset, EpochBatchSampler, ShapesDataset, build_dataset, build_loader,
                         cifar_splits, eval_transform, image_folder_splits, load_cifar, train_transform)
-from hjepa.masks import BlockMasker
+from hjepa.masks import build_masker
 
 torch.set_num_threads(1)
 
@@ -193,7 +193,7 @@ def _equal(a, b):
 def test_loader_workers_and_resume_3aug_multicrop():
     o = ["data.augment=3aug", "data.n_local_crops=1", "data.local_crop_size=8"]
     cfg, cfg2 = micro(*o), micro(*o, "data.num_workers=2")
-    m = BlockMasker.from_config(cfg)
+    m = build_masker(cfg)
     full = _flat(build_loader(cfg, "train", m, epoch=1))
     assert len(full) == 6 and full[0][0].shape == (4, 3, 16, 16) and full[0][1].shape == (4, 3, 8, 8)
     _equal(full, _flat(build_loader(cfg2, "train", m, epoch=1)))
