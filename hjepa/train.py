@@ -25,7 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .config import Config, ConfigError, get_config, load_config, save_config, validate
-from .data import DataError
+from .data import DataError, split_size
 from .runs import (RESUME_KEYS, CheckpointError, RunDir, check_fits, environment, list_checkpoints,
                         newest_good_checkpoint, prune_checkpoints, shape_differences, read_checkpoint, write_checkpoint)
 
@@ -368,7 +368,7 @@ class Trainer:
                               f"(data.batch_size={cfg.data.batch_size}); lower one of them")
         self.total = planned_steps(t.epochs, self.steps_per_epoch, t.max_steps)
         self.val_loader = None
-        if t.val_every and cfg.data.n_val > 0:
+        if t.val_every and split_size(cfg, "val") > 0:  # n_val, or a val/ directory of an image folder
             self.val_loader = self.loader_fn(cfg, "val", epoch=0, start_batch=0, distributed=self.distributed)
         self.optimizer = build_optimizer(self.model, cfg)
         self.scaler = torch.amp.GradScaler("cuda", enabled=t.precision == "fp16")
@@ -624,7 +624,8 @@ class Trainer:
             if self._tb is not None: self._tb.close()
         if stop in _NONFINITE:
             why = (f"it made the weights non-finite (optim.lr={cfg.optim.lr:g})" if stop == "weights" else
-                   f"{self.bad_run} consecutive steps had a non-finite {self._bad_cause} (train.max_bad_steps={t.max_bad_steps})"
+                   f"{self.bad_run} consecutive step{'s' * (self.bad_run > 1)} had a non-finite {self._bad_cause} "
+                   f"(train.max_bad_steps={t.max_bad_steps})"
                    + ("" if self.bad_run >= t.max_bad_steps else "; the run ended inside that streak"))
             raise NonFiniteError(
                 f"training stopped at optimizer step {self.step - 1}: {why}. Nothing was saved from that state; the last "
