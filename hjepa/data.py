@@ -26,10 +26,15 @@ import torchvision.transforms.v2.functional as TF
 
 from .config import Config, ConfigError, DataConfig
 
+class DataError(ValueError):
+    "The data cannot be used as configured (missing or empty folders, unusable files, too few images); names what and where."
+    def _render_traceback_(self): return [f"\x1b[1;31mDataError\x1b[0m: {self}"]
+
+
 # %% auto #0
-__all__ = ['SPLITS', 'SHAPE_KINDS', 'SHAPE_FILLS', 'MEAN', 'STD', 'PHOTOS', 'IMG_EXTENSIONS', 'CIFAR', 'mix_seed', 'render_shape',
-           'ShapesDataset', 'to_display', 'show_grid', 'DigitsDataset', 'sample_photos', 'photo_batch',
-           'read_class_list', 'scan_image_folder', 'DataError', 'decode_image', 'check_images', 'ImageFolderDataset',
+__all__ = ['SPLITS', 'SHAPE_KINDS', 'SHAPE_FILLS', 'MEAN', 'STD', 'PHOTOS', 'IMG_EXTENSIONS', 'CIFAR', 'DataError', 'mix_seed',
+           'render_shape', 'ShapesDataset', 'to_display', 'show_grid', 'DigitsDataset', 'sample_photos', 'photo_batch',
+           'read_class_list', 'scan_image_folder', 'decode_image', 'check_images', 'ImageFolderDataset',
            'image_folder_splits', 'cifar_dir', 'load_cifar', 'ArrayDataset', 'cifar_splits', 'MinimalCrop', 'MultiCrop',
            'train_transform', 'eval_transform', 'raw_dataset', 'split_size', 'clear_dataset_cache', 'AugmentedDataset',
            'NumberedBatch', 'build_dataset', 'EpochBatchSampler', 'MaskCollator', 'build_loader']
@@ -327,10 +332,6 @@ def scan_image_folder(root, # directory with one sub-directory per class
     return paths, np.array(labels, dtype=np.int64), list(classes)
 
 # %% ../nbs/06_data.ipynb #e8c5aa3d
-class DataError(ValueError):
-    "The data cannot be used as configured (missing or empty folders, unusable files, too few images); names what and where."
-    def _render_traceback_(self): return [f"\x1b[1;31mDataError\x1b[0m: {self}"]
-
 def decode_image(path) -> torch.Tensor: # (3, H, W) uint8
     "Decode every pixel of an image file to RGB uint8; 16-bit images are scaled to 8 bits, not clipped."
     with Image.open(path) as im:
