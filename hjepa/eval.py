@@ -427,8 +427,10 @@ def save_eval(result: dict, path) -> Path:
     "Write `result` as JSON (atomically)."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(to_jsonable(result), indent=1))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(to_jsonable(result), indent=1))
+        os.replace(tmp, path)
+    finally: tmp.unlink(missing_ok=True)  # nothing half-written is left behind, whatever failed
     return path
 
 # %% ../nbs/08_eval.ipynb #7a240c77
