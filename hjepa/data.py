@@ -32,12 +32,13 @@ class DataError(ValueError):
 
 
 # %% auto #0
-__all__ = ['SPLITS', 'SHAPE_KINDS', 'SHAPE_FILLS', 'MEAN', 'STD', 'PHOTOS', 'IMG_EXTENSIONS', 'CIFAR', 'DataError', 'mix_seed',
-           'render_shape', 'ShapesDataset', 'to_display', 'show_grid', 'DigitsDataset', 'sample_photos', 'photo_batch',
-           'read_class_list', 'scan_image_folder', 'decode_image', 'check_images', 'ImageFolderDataset',
-           'image_folder_splits', 'cifar_dir', 'load_cifar', 'ArrayDataset', 'cifar_splits', 'MinimalCrop', 'MultiCrop',
-           'train_transform', 'eval_transform', 'raw_dataset', 'split_size', 'clear_dataset_cache', 'AugmentedDataset',
-           'NumberedBatch', 'build_dataset', 'EpochBatchSampler', 'MaskCollator', 'build_loader']
+__all__ = ['SPLITS', 'SHAPE_KINDS', 'SHAPE_FILLS', 'MEAN', 'STD', 'SCENE_LAYOUTS', 'PHOTOS', 'IMG_EXTENSIONS', 'CIFAR',
+           'DataError', 'mix_seed', 'render_shape', 'ShapesDataset', 'to_display', 'show_grid', 'scene_kinds',
+           'render_scene', 'ScenesDataset', 'DigitsDataset', 'sample_photos', 'photo_batch', 'read_class_list',
+           'scan_image_folder', 'decode_image', 'check_images', 'ImageFolderDataset', 'image_folder_splits',
+           'cifar_dir', 'load_cifar', 'ArrayDataset', 'cifar_splits', 'MinimalCrop', 'MultiCrop', 'train_transform',
+           'eval_transform', 'raw_dataset', 'split_size', 'clear_dataset_cache', 'AugmentedDataset', 'NumberedBatch',
+           'build_dataset', 'EpochBatchSampler', 'MaskCollator', 'build_loader']
 
 # %% ../nbs/06_data.ipynb #4f803825
 def mix_seed(*keys: int) -> int:
@@ -158,6 +159,7 @@ def _check_pos(name, v, lo=1):
 
 class ShapesDataset(Dataset):
     "Procedural labelled shapes, generated lazily and deterministically from `(seed, split, index)`."
+    max_classes = len(SHAPE_KINDS) * len(SHAPE_FILLS)
     def __init__(self,
                  n: int, # number of images
                  image_size: int, # side of the square images, pixels
@@ -166,9 +168,9 @@ class ShapesDataset(Dataset):
                  split: str = "train", # train|val|test: disjoint streams of images for the same seed
                 ):
         _check_pos("n", n, 0); _check_pos("image_size", image_size, 8); _check_pos("seed", seed, 0)
-        top = len(SHAPE_KINDS) * len(SHAPE_FILLS)
+        top = self.max_classes
         if isinstance(n_classes, bool) or not isinstance(n_classes, int) or not 2 <= n_classes <= top:
-            raise ValueError(f"n_classes={n_classes!r} is not allowed; ShapesDataset has 2 to {top} classes")
+            raise ValueError(f"n_classes={n_classes!r} is not allowed; {type(self).__name__} has 2 to {top} classes")
         self.n, self.image_size, self.n_classes, self.seed, self.split = n, image_size, n_classes, seed, split
         self._split = _split_id(split)
         # Rendering costs ~1 ms per 32-px image, a sizeable part of a small model's step: keep rendered images
@@ -189,14 +191,17 @@ class ShapesDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         "Image `i` as a (3, S, S) uint8 tensor and its label."
-        if not -self.n <= i < self.n: raise IndexError(f"index {i} out of range for ShapesDataset of {self.n} images")
+        if not -self.n <= i < self.n: raise IndexError(f"index {i} out of range for {type(self).__name__} of {self.n} images")
         i = int(i) % self.n
         y = i % self.n_classes
         if self._cache is not None and self._cached[i]: img = self._cache[i]
         else:
-            img = render_shape(y, self.image_size, np.random.default_rng([self.seed, self._split, i]))
+            img = self._render(y, np.random.default_rng([self.seed, self._split, i]))
             if self._cache is not None: self._cache[i], self._cached[i] = img, True
         return torch.from_numpy(img).permute(2, 0, 1).contiguous(), y
+
+    def _render(self, y: int, rng: np.random.Generator) -> np.ndarray: return render_shape(y, self.image_size, rng)
+
 
 # %% ../nbs/06_data.ipynb #3b06df45
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet statistics, as in I-JEPA
@@ -226,6 +231,43 @@ def show_grid(images, # a (B, 3, H, W) tensor or a sequence of (3, H, W) tensors
         if titles is not None: ax.set_title(str(titles[k]), fontsize=7)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/06_data.ipynb #c8da24ae
+def _set_partitions(n: int) -> list[tuple]:
+    "Every partition of `n` positions into groups as restricted growth strings (`(0, 0, 1, 0)`: 1st, 2nd, 4th alike), fewest groups first."
+    out = [()]
+    for _ in range(n): out = [p + (k,) for p in out for k in range(max(p, default=-1) + 2)]
+    return sorted(out, key=lambda p: (max(p), p))
+
+SCENE_LAYOUTS = _set_partitions(4)  # the 15 ways four quadrants can share shape kinds
+
+def scene_kinds(label: int, # class: an index into `SCENE_LAYOUTS`
+                rng: np.random.Generator, # source of the kinds
+               ) -> list[int]:
+    "The shape kind of each quadrant (top-left, top-right, bottom-left, bottom-right): equal exactly where the layout says."
+    layout = SCENE_LAYOUTS[label]
+    kinds = rng.choice(len(SHAPE_KINDS), max(layout) + 1, replace=False)
+    return [int(kinds[g]) for g in layout]
+
+def render_scene(label: int, # class: an index into `SCENE_LAYOUTS`
+                 image_size: int, # side of the square image, pixels (two quadrants of image_size // 2)
+                 rng: np.random.Generator, # source of every random choice
+                ) -> np.ndarray: # (image_size, image_size, 3) uint8
+    "Four shapes, one per quadrant, each at its own random pose and colours; the class is which quadrants share a kind."
+    h, img = image_size // 2, np.zeros((image_size, image_size, 3), np.uint8)
+    for q, kind in enumerate(scene_kinds(label, rng)):
+        r, c = divmod(q, 2)
+        img[r * h:(r + 1) * h, c * h:(c + 1) * h] = render_shape(kind, h, rng)
+    return img
+
+class ScenesDataset(ShapesDataset):
+    "Procedural scenes of four shapes whose arrangement is the class (`render_scene`); generated like `ShapesDataset`."
+    max_classes = len(SCENE_LAYOUTS)
+
+    @property
+    def classes(self) -> list[str]: return ["".join("abcd"[g] for g in SCENE_LAYOUTS[c]) for c in range(self.n_classes)]
+
+    def _render(self, y: int, rng: np.random.Generator) -> np.ndarray: return render_scene(y, self.image_size, rng)
 
 # %% ../nbs/06_data.ipynb #123b468c
 @functools.lru_cache(maxsize=1)
@@ -613,14 +655,15 @@ def eval_transform(cfg: Config) -> v2.Compose:
 # %% ../nbs/06_data.ipynb #b6383e58
 @functools.lru_cache(maxsize=16)
 def _raw_splits(dataset, data_dir, class_list, image_size, n_train, n_val, n_test, n_classes, seed, max_bad_fraction):
-    if dataset == "shapes":
-        return {s: ShapesDataset(n, image_size, n_classes, seed, s) for s, n in zip(SPLITS, (n_train, n_val, n_test))}
+    if dataset in ("shapes", "scenes"):
+        cls = ShapesDataset if dataset == "shapes" else ScenesDataset
+        return {s: cls(n, image_size, n_classes, seed, s) for s, n in zip(SPLITS, (n_train, n_val, n_test))}
     if dataset == "digits":
         return {s: DigitsDataset(s, image_size, n_train, n_val, n_test, seed) for s in SPLITS}
     if dataset == "imagefolder":
         return image_folder_splits(data_dir, class_list, n_val, seed, image_size, max_bad_fraction)
     if dataset in CIFAR: return cifar_splits(data_dir, dataset, n_val, seed)
-    raise ConfigError(f"data.dataset={dataset!r} is not allowed; choose one of ['shapes', 'digits', 'imagefolder', 'cifar10', 'cifar100']")
+    raise ConfigError(f"data.dataset={dataset!r} is not allowed; choose one of ['shapes', 'scenes', 'digits', 'imagefolder', 'cifar10', 'cifar100']")
 
 def raw_dataset(cfg: Config, split: str) -> Dataset:
     "The untransformed `split` of the configured dataset: items are ((3, H, W) uint8, label)."
