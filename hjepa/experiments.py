@@ -158,6 +158,7 @@ def run_sweep(spec, # a sweep dict or the path of a YAML file
               html: bool = True) -> Path:
     "Run every parameter set of a sweep with papermill; write summary.csv and compare.png; return the sweep dir."
     import pandas as pd
+    from hjepa.runs import read_summary
     if not isinstance(spec, dict):
         p = Path(spec)
         if not p.exists(): raise FileNotFoundError(f"sweep file {p} does not exist")
@@ -176,7 +177,7 @@ def run_sweep(spec, # a sweep dict or the path of a YAML file
             res = run_notebook(notebook, rdir, dict(r["params"], out_dir=str(rdir)), html=html)
             print(f"[sweep] {r['name']}: {res['status']}" + (f" — {res['error']}" if res["error"] else ""), flush=True)
         row = dict(run=r["name"], status=res["status"], error=res["error"], **r["params"])
-        if done.exists(): row.update(_flat(json.loads(done.read_text())))
+        if done.exists(): row.update(_flat(read_summary(rdir)))
         rows.append(row)
     df = pd.DataFrame(rows)
     df.to_csv(sdir / "summary.csv", index=False)
