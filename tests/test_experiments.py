@@ -36,8 +36,17 @@ def test_train_notebook_report(tmp_path):
     for k in ("final", "collapse", "eval", "random_init", "pixels", "images_per_s", "wall_time_s", "steps"):
         assert k in m, k
     assert set(m["eval"]) >= {"knn_top1", "probe_test"} and 0 <= m["eval"]["probe_test"] <= 1
-    assert m["steps"] == 6 and "loss" in m["final"]
-    assert Path(res["html"]).read_text().count("<img") >= 4
+    assert m["steps"] == 6 and m["planned_steps"] == 6 and m["stopped"] == "finished: planned steps done" and "loss" in m["final"]
+    html = Path(res["html"]).read_text()
+    assert html.count("<img") >= 4
+    # the report leads with its answer (right after the parameters), computed at the end; the config comes last, folded
+    nb = nbformat.read(res["executed"], as_version=4)
+    first = next(o for c in nb.cells if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", [])
+                 and "injected-parameters" not in c.metadata.get("tags", []) for o in c.get("outputs", []))
+    top = first["data"]["text/markdown"]
+    assert "points over random init" in top and "6 of 6 planned optimizer steps (planned steps done)." in top, top
+    assert f"{100 * m['random_init']['probe_test']:.1f} %" in top and "Collapse:" in top and "Wall time:" in top, top
+    assert html.index("points over random init") < html.index("<img") < html.index("<details><summary><b>The resolved config")
 
 
 def test_evaluate_notebook_on_a_checkpoint(tmp_path):
