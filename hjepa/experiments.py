@@ -24,7 +24,8 @@ from .config import Config, ConfigError, get_config
 # %% auto #0
 __all__ = ['EXPERIMENTS', 'DEMO_PARAMS', 'ExperimentError', 'friendly_errors', 'experiment_config', 'experiment_path',
            'render_html', 'run_notebook', 'sweep_runs', 'set_aside_unfinished', 'run_sweep', 'plot_sweep', 'main_sweep',
-           'metrics_frame', 'checkpoints', 'checkpoint_spectrum', 'collapse_explorer', 'demo', 'main']
+           'metrics_frame', 'checkpoints', 'checkpoint_spectrum', 'collapse_explorer', 'summary_markdown', 'demo',
+           'main']
 
 # %% ../nbs/09_experiments.ipynb #30c0da85
 class ExperimentError(RuntimeError):
@@ -158,6 +159,7 @@ def run_sweep(spec, # a sweep dict or the path of a YAML file
               html: bool = True) -> Path:
     "Run every parameter set of a sweep with papermill; write summary.csv and compare.png; return the sweep dir."
     import pandas as pd
+    from hjepa.runs import read_summary
     if not isinstance(spec, dict):
         p = Path(spec)
         if not p.exists(): raise FileNotFoundError(f"sweep file {p} does not exist")
@@ -176,7 +178,7 @@ def run_sweep(spec, # a sweep dict or the path of a YAML file
             res = run_notebook(notebook, rdir, dict(r["params"], out_dir=str(rdir)), html=html)
             print(f"[sweep] {r['name']}: {res['status']}" + (f" — {res['error']}" if res["error"] else ""), flush=True)
         row = dict(run=r["name"], status=res["status"], error=res["error"], **r["params"])
-        if done.exists(): row.update(_flat(json.loads(done.read_text())))
+        if done.exists(): row.update(_flat(read_summary(rdir)))
         rows.append(row)
     df = pd.DataFrame(rows)
     df.to_csv(sdir / "summary.csv", index=False)
@@ -280,23 +282,72 @@ def collapse_explorer(run_dir): # a run directory written by the trainer
     ui.controls, ui.figures = dict(metric=metric, checkpoint=ck), dict(metric=fig, levels=levels, spectrum=spec)
     return ui
 
+# %% ../nbs/09_experiments.ipynb #7bb3d551
+def summary_markdown(m: dict, # a run's summary (`hjepa.runs.read_summary`)
+                    ) -> str:
+    "The answer of a training report as markdown: accuracy against the baselines, steps made of planned and why training stopped, the collapse verdict, wall time."
+    pct = lambda x: "–" if x is None else f"{100 * x:.1f} %"
+    acc = [f"| {name} | {pct(m[k].get('knn_top1'))} | {pct(m[k].get('probe_test'))} |"
+           for name, k in (("pre-trained (target encoder)", "eval"), ("same encoder, random init", "random_init"), ("raw pixels", "pixels"))]
+    gain = lambda k: 100 * (m["eval"][k] - m["random_init"][k])
+    steps, planned = m["steps"], m.get("planned_steps")
+    early = planned is None or steps < planned
+    stopped = (m.get("stopped") or "no final event").removeprefix("finished: ")
+    c, w = m.get("collapse", {}), m["collapse_warnings"]
+    spread = ", ".join(f"{name} {c[k]:.3g}" for name, k in (("target std", "std/target"), ("effective rank", "rank/target")) if k in c)
+    return "\n".join([
+        f"### {m.get('preset', 'model')} on {m['dataset']}: kNN {gain('knn_top1'):+.1f}, linear probe {gain('probe_test'):+.1f} points over random init",
+        "", "| test accuracy | kNN top-1 | linear probe |", "|---|---|---|", *acc, "",
+        f"- **Training:** {steps} of {planned if planned is not None else '?'} planned optimizer steps ({stopped})"
+        + (f". **Stopped early: the schedules planned {planned} steps.**" if early else "."),
+        "- **Collapse:** " + (f"**the monitor warned {w} times** (see the collapse metrics below)" if w else "no warning from the monitor")
+        + (f"; at the end {spread}" if spread else "") + ".",
+        f"- **Wall time:** {m['wall_time_s']:.0f} s of pre-training" + (f", {m['images_per_s']:.0f} images/s" if m.get("images_per_s") else "") + "."])
+
+
 # %% ../nbs/09_experiments.ipynb #2a8ca7ae
-DEMO_PARAMS = dict(preset="mini+hjepa", dataset="digits", max_steps=1000, minutes=10.0, epochs=1000, out_dir="runs/demo",
+DEMO_PARAMS = dict(preset="mini+hjepa", dataset="digits", max_steps=1000, epochs=1000, out_dir="runs/demo",
                    regularizers=["vicreg"],
-                   overrides=["data.n_train=1297", "data.n_val=250", "data.n_test=250",
+                   overrides=["data.n_train=1297", "data.n_val=250", "data.n_test=250", "train.progress=false",
                               "loss.reg_on=context_tokens", "loss.vicreg_weight=0.2"])
 
+@contextmanager
+def _step_bar(run_dir, total: int):
+    "A tqdm bar over the optimizer steps of the run being written to `run_dir`, read from its `metrics.jsonl` once a second."
+    import threading
+    from tqdm.auto import tqdm
+    from hjepa.runs import read_metrics
+    done = threading.Event()
+    def follow():
+        with tqdm(total=total, desc="pre-training", unit="step", dynamic_ncols=True) as bar:
+            while not done.wait(1.0):
+                try: recs = read_metrics(run_dir)
+                except (FileNotFoundError, ValueError): continue  # not begun, or a line half written
+                bar.update(max([r.get("step", 0) for r in recs], default=0) - bar.n)
+                if any(r.get("message", "").startswith("finished") for r in recs): bar.set_postfix_str("evaluating ...")
+    t = threading.Thread(target=follow, daemon=True); t.start()
+    try: yield
+    finally: done.set(); t.join()
+
 def demo(out_dir: str = "runs/demo", **params) -> dict:
-    "The main job: run `train.ipynb` with the demo parameters; print and return where the report is."
+    "The main job: run `train.ipynb` with the demo parameters, with a progress bar over its steps; print the summary and where the report is."
+    from hjepa.runs import read_summary
     p = dict(DEMO_PARAMS, out_dir=out_dir, **params)
-    print(f"hjepa demo: pre-training {p['preset']} on {p['dataset']} for {p['max_steps']} steps (at most {p['minutes']:g} min), "
-          "then evaluating ...", flush=True)
-    res = run_notebook("train", out_dir, p, progress=True)
+    if (Path(out_dir) / "metrics.jsonl").exists():  # a run there already: keep it, and start this one afresh
+        k = 1
+        while (old := Path(f"{out_dir}.previous-{k}")).exists(): k += 1
+        Path(out_dir).rename(old); print(f"hjepa demo: the earlier run in {out_dir} moved to {old}")
+    print(f"hjepa demo: pre-training {p['preset']} on {p['dataset']} for {p['max_steps']} optimizer steps, then evaluating "
+          "against random init and raw pixels ...", flush=True)
+    with _step_bar(out_dir, p["max_steps"]):
+        res = run_notebook("train", out_dir, p)
     if res["status"] != "ok": sys.exit(f"hjepa demo failed: {res['error']} (see {res['executed']})")
-    m = json.loads((Path(out_dir) / "metrics.json").read_text())
-    print(f"\nrun directory: {out_dir}\nreport:        {res['html']}\nwall time:     {res['seconds']} s")
-    for k in ("knn_top1", "probe_test"):
-        print(f"{k:14s} hjepa {m['eval'][k]:.3f} | random init {m['random_init'][k]:.3f} | pixels {m['pixels'].get(k, float('nan')):.3f}")
+    m = read_summary(out_dir)
+    print(f"\n{summary_markdown(m)}\n\nrun directory: {out_dir}\nreport:        {res['html']}\nwall time:     {res['seconds']} s "
+          "(pre-training, evaluation and the report)")
+    if m["steps"] < (m["planned_steps"] or p["max_steps"]):
+        print(f"\nWARNING: training stopped after {m['steps']} of {m['planned_steps']} planned steps ({m['stopped']}): "
+              "the accuracies above are of a shorter run than the demo's.", file=sys.stderr)
     return res
 
 def main(argv=None):

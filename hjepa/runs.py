@@ -20,12 +20,14 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from .config import Config, from_dict
+from .config import Config, config_hash, from_dict, load_config
 
 # %% auto #0
-__all__ = ['CKPT_FORMAT', 'REQUIRED', 'RESUME_KEYS', 'RunDir', 'CheckpointError', 'nonfinite', 'write_checkpoint',
+__all__ = ['CKPT_FORMAT', 'REQUIRED', 'RESUME_KEYS', 'SUMMARY_ACC', 'RunDir', 'CheckpointError', 'nonfinite', 'write_checkpoint',
            'read_checkpoint', 'list_checkpoints', 'prune_checkpoints', 'newest_good_checkpoint', 'config_from_plain',
-           'shape_differences', 'check_fits', 'load_model', 'cpu_gflops', 'environment', 'read_metrics', 'plot_run']
+           'shape_differences', 'check_fits', 'load_model', 'cpu_gflops', 'environment', 'read_metrics', 'plot_run',
+           'write_summary', 'read_summary', 'budget_label', 'run_record', 'read_records', 'append_records',
+           'same_machine', 'match_records']
 
 # %% ../nbs/07a_runs.ipynb #a628f736
 class RunDir:
@@ -284,3 +286,116 @@ def plot_run(run_dir, # a run directory
     for a in ax: a.set_xlabel("optimizer step"); a.tick_params(labelsize=6)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/07a_runs.ipynb #1e5ffdd0
+SUMMARY_ACC = ("knn_top1", "knn_top5", "probe_train", "probe_val", "probe_test")
+
+def _last_numbers(recs: list[dict]) -> dict:
+    return {k: float(v) for k, v in (recs[-1] if recs else {}).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step", "epoch")}
+
+def write_summary(run_dir, # a finished run directory
+                  res: dict, # `hjepa.eval.evaluate` output, with its baselines
+                  wall_time_s: float, # seconds of pre-training
+                  curve: list = (), # accuracy along the run: [{step, knn_top1, probe_test}]
+                  **extra, # more top-level fields (the report writes `preset`)
+                 ) -> dict:
+    "Write the run's summary `metrics.json` (schema above) from its metrics, final checkpoint and evaluation; return it."
+    r = RunDir(run_dir)
+    cfg, recs = load_config(r.config), read_metrics(run_dir)
+    tr, mon, ev = ([x for x in recs if x.get("kind") == k] for k in ("train", "monitor", "event"))
+    ips = sorted(x["img_per_s"] for x in tr if "img_per_s" in x)
+    m = dict(run_dir=str(run_dir), **extra, dataset=cfg.data.dataset, n_levels=cfg.model.n_levels,
+             steps=max([x.get("step", 0) for x in recs], default=0),
+             planned_steps=read_checkpoint(r.final).get("total") if r.final.exists() else None,
+             stopped=ev[-1]["message"] if ev else None, wall_time_s=round(wall_time_s, 1),
+             images_per_s=float(np.median(ips)) if ips else None,
+             final={k: v for k, v in _last_numbers(tr).items() if k.startswith(("loss", "pred_loss", "sigreg", "vicreg", "cjepa"))},
+             collapse={k: v for k, v in _last_numbers(mon).items() if k.split("/")[0] in ("std", "rank", "rank_frac", "norm", "sigreg")},
+             eval={k: res[k] for k in SUMMARY_ACC}, random_init={k: res["random_init"][k] for k in SUMMARY_ACC},
+             pixels={k: res["pixels"][k] for k in SUMMARY_ACC},
+             collapse_warnings=sum(bool(x.get("warnings")) for x in mon), curve=list(curve))
+    r.summary.write_text(json.dumps(m, indent=1))
+    return m
+
+def read_summary(run_dir, # a run directory
+                ) -> dict:
+    "The run's `metrics.json`; `FileNotFoundError` saying so when the run has none (it failed, or is still running)."
+    p = RunDir(run_dir).summary
+    if not p.exists(): raise FileNotFoundError(f"{p} does not exist: the run failed, is still running, or was not made by the training report")
+    return json.loads(p.read_text())
+
+
+# %% ../nbs/07a_runs.ipynb #81fd877f
+def budget_label(cfg: Config) -> str:
+    "The budget a config trains for: `'N steps'`, or `'M min'` under a wall-clock budget."
+    return f"{cfg.train.max_minutes:g} min" if cfg.train.max_minutes is not None else f"{cfg.train.max_steps} steps"
+
+def run_record(run_dir, # a finished run directory (with `metrics.json`)
+               **labels, # the row's names, e.g. dataset, variant, seed
+              ) -> dict:
+    "One record row of a finished run: `labels`, the budget and hash of its config, its machine, accuracies and collapse metrics."
+    r = RunDir(run_dir)
+    m, cfg = read_summary(run_dir), load_config(r.config)
+    c, env = m["collapse"], json.loads(r.env.read_text()) if r.env.exists() else {}
+    dev = env.get("device", {})
+    nb = r.root / "train.ipynb"  # papermill stores how long the whole report (training and evaluation) took
+    run_s = json.loads(nb.read_text())["metadata"].get("papermill", {}).get("duration") if nb.exists() else None
+    return dict(**labels, budget=budget_label(cfg), config=config_hash(cfg),
+                device=dev.get("name") or dev.get("type", "cpu"), commit=env.get("git_commit"),
+                gflops=dev.get("cpu_gflops", float("nan")), started=env.get("started"),
+                steps=max([x.get("step", 0) for x in read_metrics(run_dir)] + [m["steps"]]), train_s=m["wall_time_s"],
+                run_s=run_s, img_s=m["images_per_s"], loss=m["final"].get("loss"), loss0=m["final"].get("loss/level0"),
+                knn=m["eval"]["knn_top1"], probe=m["eval"]["probe_test"],
+                rand_knn=m["random_init"]["knn_top1"], rand_probe=m["random_init"]["probe_test"],
+                pix_knn=m["pixels"]["knn_top1"], pix_probe=m["pixels"]["probe_test"],
+                std_ctx=c.get("std/context"), std_tgt=c.get("std/target"), rank_ctx=c.get("rank/context"),
+                rank_tgt=c.get("rank/target"), rankfrac_tgt=c.get("rank_frac/target"), warnings=m["collapse_warnings"],
+                curve=json.dumps(m.get("curve", [])))
+
+def _budget(b):  # rows made before step budgets hold the budget as minutes (a number)
+    try: return f"{float(b):g} min"
+    except (TypeError, ValueError): return b
+
+def read_records(path, # a records CSV (a missing file or "" reads as no rows)
+                ) -> "pandas.DataFrame":
+    "Every row of a records CSV, older rows completed: budget as a label, `gflops` (NaN) and `device` ('cpu') where they lack them."
+    import pandas as pd
+    df = (pd.read_csv(path) if path and Path(path).exists()
+          else pd.DataFrame(columns=["dataset", "variant", "seed", "config", "budget"]))
+    df["budget"] = df.budget.map(_budget)
+    if "gflops" not in df: df["gflops"] = np.nan
+    df["device"] = df.device.astype(object).fillna("cpu") if "device" in df else "cpu"  # rows before the column: CPUs
+    return df
+
+def append_records(path, # the records CSV
+                   rows: "pandas.DataFrame", # new rows (`run_record` dicts)
+                   key=("dataset", "variant", "seed", "config"), # a row with the same key is replaced
+                  ):
+    "Add `rows` to the CSV at `path`, replacing rows with the same `key` and keeping all others; locked against writers side by side, written atomically."
+    import fcntl
+    import pandas as pd
+    p = Path(path); p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p.with_suffix(".lock"), "w") as lock:  # reports side by side must not drop each other's rows
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = read_records(p)
+        ids = lambda d: d[list(key)].astype(str).apply("/".join, axis=1) if len(d) else pd.Series([], dtype=str)
+        new = pd.concat([old[~ids(old).isin(ids(rows))], rows], ignore_index=True)
+        new = new.sort_values(["dataset", "variant", "seed", "budget"]).reset_index(drop=True)
+        tmp = p.with_suffix(f".csv.{os.getpid()}.tmp"); new.to_csv(tmp, index=False); tmp.replace(p)
+
+def same_machine(gflops: float, # the matmul speed a record was made at (NaN: unknown)
+                 speed: float, # this machine's (`cpu_gflops()`)
+                 tol: float = 0.2, # relative difference still counted as the same machine
+                ) -> bool:
+    "Whether a wall-clock result made at `gflops` holds on a machine of `speed` (within `tol`; an unknown speed never does)."
+    return bool(abs(gflops / speed - 1) <= tol)
+
+def match_records(df: "pandas.DataFrame", # `read_records` output
+                  wanted: dict, # {key: config hash}, e.g. {(dataset, variant, seed): config_hash(cfg)}
+                  speed: Optional[float] = None, # wall-clock budgets: keep only rows made on a machine of this speed
+                 ) -> dict:
+    "{key: row} for each wanted config recorded in `df`, matched by hash whatever the row is named (the last row of a hash wins)."
+    by_config = {r["config"]: r for r in df.to_dict("records") if speed is None or same_machine(r["gflops"], speed)}
+    return {k: by_config[h] for k, h in wanted.items() if h in by_config}
+

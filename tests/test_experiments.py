@@ -1,5 +1,6 @@
 """The experiment notebooks execute under papermill with tiny parameters; sweeps; one-paragraph errors."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,8 +36,17 @@ def test_train_notebook_report(tmp_path):
     for k in ("final", "collapse", "eval", "random_init", "pixels", "images_per_s", "wall_time_s", "steps"):
         assert k in m, k
     assert set(m["eval"]) >= {"knn_top1", "probe_test"} and 0 <= m["eval"]["probe_test"] <= 1
-    assert m["steps"] == 6 and "loss" in m["final"]
-    assert Path(res["html"]).read_text().count("<img") >= 4
+    assert m["steps"] == 6 and m["planned_steps"] == 6 and m["stopped"] == "finished: planned steps done" and "loss" in m["final"]
+    html = Path(res["html"]).read_text()
+    assert html.count("<img") >= 4
+    # the report leads with its answer (right after the parameters), computed at the end; the config comes last, folded
+    nb = nbformat.read(res["executed"], as_version=4)
+    first = next(o for c in nb.cells if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", [])
+                 and "injected-parameters" not in c.metadata.get("tags", []) for o in c.get("outputs", []))
+    top = first["data"]["text/markdown"]
+    assert "points over random init" in top and "6 of 6 planned optimizer steps (planned steps done)." in top, top
+    assert f"{100 * m['random_init']['probe_test']:.1f} %" in top and "Collapse:" in top and "Wall time:" in top, top
+    assert html.index("points over random init") < html.index("<img") < html.index("<details><summary><b>The resolved config")
 
 
 def test_evaluate_notebook_on_a_checkpoint(tmp_path):
@@ -119,18 +129,39 @@ def test_evaluate_rejects_a_missing_checkpoint(tmp_path):
     assert r.returncode != 0 and "checkpoint /no/such.pt does not exist" in r.stderr
 
 
+RESULTS = ROOT / "nbs/experiments/results.ipynb"
+
+
+def report_cell(ns: dict, text: str) -> dict:
+    "Run the results report's code cell containing `text` in this process, in namespace `ns` (no kernel)."
+    exec(next(c.source for c in nbformat.read(RESULTS, as_version=4).cells if c.cell_type == "code" and text in c.source), ns)
+    return ns
+
+
+def report_setup(**params) -> dict:
+    "The results report's parameters cell, `params` over it, and its setup cell: the report's own functions, to check on records."
+    ns = {}
+    exec(next(c.source for c in nbformat.read(RESULTS, as_version=4).cells if "parameters" in c.metadata.get("tags", [])), ns)
+    return report_cell(ns | params, "def load_runs(")
+
+
 def test_results_report_runs_and_refuses_mixed_budgets(tmp_path):
-    "The results report end to end at a few steps per run: runs, table, plots, targets, records; mixed budgets are refused."
-    nb, root = ROOT / "nbs/experiments/results.ipynb", tmp_path / "runs"
-    rec_csv = tmp_path / "nbs/experiments/results_runs.csv"  # the default records path, cwd-relative
-    args = ["-p", "threads", "1", "-y", "seeds: [0]", "-y", "datasets: [digits]", "-y", "variants: [ijepa, hjepa]"]
+    """The results report: two runs trained end to end at 4 steps (runs, table, plots, targets, records); every other check
+    (records reused, matched by config and machine speed, replication, diagnostics, refusals) on records and those runs."""
+    from hjepa.runs import append_records
+    root, rec_csv = tmp_path / "runs", tmp_path / "nbs/experiments/results_runs.csv"  # the default records path, cwd-relative
+    args = ["-p", "threads", "1", "-p", "curve_points", "2", "-y", "seeds: [0]", "-y", "datasets: [digits]",
+            "-y", "variants: [ijepa, hjepa]", "-p", "budget_steps", "4", "-p", "warmup_steps", "2"]
+    base = dict(threads=1, curve_points=2, seeds=[0], datasets=["digits"], variants=["ijepa", "hjepa"], budget_steps=4,
+                warmup_steps=2, root=str(root), records=str(rec_csv), replication="", gflops=50.0)  # the same, in this process
+    env = dict(os.environ, PYTHONPATH=str(ROOT))  # the kernels import this checkout's hjepa, not an installed one
 
     def report(name, *params, root=root):
-        return subprocess.run(PAPERMILL + [str(nb), str(tmp_path / name), "-p", "root", str(root), *args, *params],  # later -y wins
-                              capture_output=True, text=True, cwd=tmp_path)
+        return subprocess.run(PAPERMILL + [str(RESULTS), str(tmp_path / name), "-p", "root", str(root), *args, *params],
+                              capture_output=True, text=True, cwd=tmp_path, env=env)  # later -p/-y win
 
-    steps = ["-p", "budget_steps", "4", "-p", "warmup_steps", "2"]
-    r = report("a.ipynb", *steps)
+    # the one report that trains: two runs of a 4-step budget
+    r = report("a.ipynb")
     assert r.returncode == 0, r.stderr[-3000:]
     for v in ("ijepa", "hjepa"):
         assert (root / "digits" / f"{v}-s0" / "metrics.json").exists()
@@ -141,81 +172,70 @@ def test_results_report_runs_and_refuses_mixed_budgets(tmp_path):
                      for c in out.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "hjepa ≥ ijepa at equal budget" in text and "No silent collapse" in text and "4 steps of pre-training" in text
     assert len(outputs(tmp_path / "a.ipynb", "image/png")) >= 3  # accuracy bars, loss vs accuracy, accuracy vs steps
-    # the finished runs are recorded; without their run directories a report reuses the records
+    assert "no run of this page's configs in the replication records" in stream_text(tmp_path / "a.ipynb")
+    # the finished runs are recorded, with the speed the trainer measured into the run's env.json
     rec = pd.read_csv(rec_csv)
     assert sorted(rec.variant) == ["hjepa", "ijepa"] and (rec.budget == "4 steps").all() and rec.probe.between(0, 1).all()
     assert (rec.gflops > 0).all() and (rec.steps == 4).all()
-    for r in rec.itertuples():  # the speed recorded is the one the trainer measured into the run's env.json
+    for r in rec.itertuples():
         assert r.gflops == json.loads((root / "digits" / f"{r.variant}-s0" / "env.json").read_text())["device"]["cpu_gflops"]
+    # the report's own functions, on these runs and records, in this process
+    ns = report_setup(**base)
+    assert set(ns["read_records"]()) == {("digits", "ijepa", 0), ("digits", "hjepa", 0)}
     # a run re-read from its directory takes its env.json speed; one whose env.json has none keeps its record's
     env_f = root / "digits/hjepa-s0/env.json"
-    env = json.loads(env_f.read_text()); del env["device"]["cpu_gflops"]; env_f.write_text(json.dumps(env))
+    e = json.loads(env_f.read_text()); del e["device"]["cpu_gflops"]; env_f.write_text(json.dumps(e))
     rec.assign(gflops=1.0).to_csv(rec_csv, index=False)
-    r = report("g.ipynb", *steps)
-    assert r.returncode == 0 and "0 runs swept" in stream_text(tmp_path / "g.ipynb"), r.stderr[-3000:]
+    ns["save_records"](ns["load_runs"](str(root)))
     g = pd.read_csv(rec_csv).set_index("variant").gflops
     assert g["hjepa"] == 1.0 and g["ijepa"] == json.loads((root / "digits/ijepa-s0/env.json").read_text())["device"]["cpu_gflops"]
-    # a recorded run made again on another device (the replication records) is shown next to its record
+    rec.to_csv(rec_csv, index=False)
+    # a changed variant definition (here the warm-up, standing in for a preset or default) matches no record: trained again
+    assert report_setup(**(base | dict(warmup_steps=3)))["read_records"]() == {}
+    # ... and with those runs on disk the report refuses rather than averaging them in, and moves nothing
+    with pytest.raises(ValueError, match="another config .a variant, preset or default has changed since.: digits/ijepa-s0"):
+        report_cell(report_setup(**(base | dict(warmup_steps=1))), "done = load_runs(root, quiet=True, recorded=False)")
+    assert (root / "digits/ijepa-s0/metrics.json").exists()
+    # bad parameters are refused before anything runs
+    with pytest.raises(ValueError, match="warmup_steps=50 exceeds the 40 planned steps of digits"):
+        report_setup(**(base | dict(epochs=2, budget_steps=100, warmup_steps=50)))["run_params"]("digits", "ijepa", 0)
+    with pytest.raises(ValueError, match="set exactly one of them above 0"):
+        report_setup(**(base | dict(budget_minutes=0.05)))
+    with pytest.raises(ValueError, match="gflops=-1: must be above 0, or 0 to measure"):
+        report_setup(**(base | dict(gflops=-1)))
+    # a wall-clock record is reused only on a machine within 20 % of its speed
+    wall = base | dict(budget_steps=0, budget_minutes=0.02, variants=["ijepa"])
+    key = ("digits", "ijepa", 0)
+    append_records(rec_csv, rec[rec.variant == "ijepa"].assign(config=report_setup(**wall)["params_key"](*key),
+                                                               budget="0.02 min", gflops=40.0))
+    assert set(report_setup(**(wall | dict(gflops=44.0)))["read_records"]()) == {key}
+    assert report_setup(**(wall | dict(gflops=80.0)))["read_records"]() == {}
+    # the same root with another budget: refused end to end, with the runs named
+    r = report("b.ipynb", "-p", "budget_steps", "5")
+    assert r.returncode != 0 and "trained with another budget: digits/ijepa-s0 (4 steps)" in r.stderr
+    # a report from records only (trains nothing), in one execution:
+    hj = rec[rec.variant == "hjepa"]
+    append_records(rec_csv, hj.assign(variant="hjepa+cut-all",   # a diagnostic recorded at this report's config
+                                      config=ns["params_key"]("digits", "hjepa+cut-all", 0)))
+    before = pd.read_csv(rec_csv)
+    before.assign(variant=before.variant.replace({"hjepa": "hjepa-old-name"})).to_csv(rec_csv, index=False)  # renamed
     rec.iloc[:1].assign(device="other-device", knn=0.123).to_csv(tmp_path / "nbs/experiments/results_replication.csv", index=False)
-    r = report("r.ipynb", *steps, root=tmp_path / "elsewhere")
+    r = report("r.ipynb", "-p", "train_missing", "False", "-y", "variants: [ijepa, hjepa, hjepa+vicreg]",
+               "-y", "diagnostics: [hjepa+cut-all, hjepa+separate]", root=tmp_path / "elsewhere")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert not (tmp_path / "elsewhere").exists()                   # nothing was trained again
+    assert not (tmp_path / "elsewhere").exists()                   # nothing was trained
+    said = stream_text(tmp_path / "r.ipynb")
+    assert "0 runs swept" in said and ", 2 taken from" in said, said
+    # records are matched by config, not by name: hjepa's renamed row still serves hjepa, and is not written again
+    left = next(l for l in said.splitlines() if "left out (train_missing=False; neither recorded nor finished" in l)
+    assert "hjepa+vicreg-s0" in left and "hjepa-s0" not in left.replace("hjepa+vicreg-s0", ""), left
+    assert sorted(pd.read_csv(rec_csv).variant) == sorted(before.variant.replace({"hjepa": "hjepa-old-name"}))
+    # a diagnostic variant is shown from its record only
+    md = "\n".join(str(o["data"]["text/markdown"]) for o in outputs(tmp_path / "r.ipynb", "text/markdown"))
+    assert "`hjepa+cut-all` digits 1 of 1 seeds; `hjepa+separate` none recorded" in md
+    # a recorded run made again on another device (the replication records) is shown next to its record
     rep = [t for o in outputs(tmp_path / "r.ipynb", "text/plain") if "other-device" in (t := str(o["data"]["text/plain"]))]
     assert len(rep) == 1 and f"digits/{rec.variant.iloc[0]}-s0" in rep[0], rep   # one table, naming the run
     lines = rep[0].splitlines()
     assert any("replication" in l and "other-device" in l and "12.3" in l for l in lines), rep[0]  # its own kNN
     assert any("replication" in l and l.split()[-1] == "True" for l in lines), rep[0]  # same init as the record
-    assert "no run of this page's configs in the replication records" in stream_text(tmp_path / "a.ipynb")
-    assert "0 runs swept" in stream_text(tmp_path / "r.ipynb")
-    # a diagnostic variant is shown from its record only (at the report's config), never trained by the report
-    r = report("x.ipynb", *steps, "-y", "variants: [hjepa+cut-all]", root=tmp_path / "diag")
-    assert r.returncode == 0, r.stderr[-3000:]
-    r = report("y.ipynb", *steps, "-y", "diagnostics: [hjepa+cut-all, hjepa+separate]", root=tmp_path / "elsewhere")
-    assert r.returncode == 0 and not (tmp_path / "elsewhere").exists(), r.stderr[-3000:]
-    y = nbformat.read(tmp_path / "y.ipynb", as_version=4)
-    md = "\n".join(str(o.get("data", {}).get("text/markdown", "")) for c in y.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "`hjepa+cut-all` digits 1 of 1 seeds; `hjepa+separate` none recorded" in md
-    # records are matched by config, not by name: hjepa's rows renamed still serve hjepa, and are not written again
-    rec = pd.read_csv(rec_csv)
-    rec.assign(variant=rec.variant.replace({"hjepa": "hjepa-old-name"})).to_csv(rec_csv, index=False)
-    r = report("v.ipynb", *steps, root=tmp_path / "elsewhere")
-    assert r.returncode == 0 and not (tmp_path / "elsewhere").exists(), r.stderr[-3000:]
-    assert "0 runs swept" in stream_text(tmp_path / "v.ipynb")
-    assert sorted(pd.read_csv(rec_csv).variant) == sorted(rec.variant.replace({"hjepa": "hjepa-old-name"}))
-    rec.to_csv(rec_csv, index=False)
-    # a report from the records only: a variant without a record is listed as left out, not trained
-    r = report("n.ipynb", *steps, "-p", "train_missing", "False", "-y", "variants: [ijepa, hjepa, hjepa+vicreg]",
-               root=tmp_path / "elsewhere")
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert not (tmp_path / "elsewhere").exists()
-    assert "left out (train_missing=False; neither recorded nor finished" in stream_text(tmp_path / "n.ipynb")
-    assert "hjepa+vicreg-s0" in stream_text(tmp_path / "n.ipynb") and "0 runs swept" in stream_text(tmp_path / "n.ipynb")
-    # a changed variant definition (here: the warm-up) makes its record stale: that run is trained again
-    r = report("w.ipynb", "-p", "budget_steps", "4", "-p", "warmup_steps", "3", "-y", "variants: [ijepa]", root=tmp_path / "elsewhere")
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert (tmp_path / "elsewhere/digits/ijepa-s0/metrics.json").exists()
-    assert len(pd.read_csv(rec_csv)) == 4                          # both parameter sets are kept (and the diagnostic)
-    # the same root with another budget: the finished runs would be averaged in silently, so the report refuses
-    r = report("b.ipynb", "-p", "budget_steps", "5", "-p", "warmup_steps", "2")
-    assert r.returncode != 0 and "trained with another budget: digits/ijepa-s0 (4 steps)" in r.stderr
-    # the same root and budget after a default changed (here the warm-up, standing in for a preset): refused, nothing moved
-    r = report("s.ipynb", "-p", "budget_steps", "4", "-p", "warmup_steps", "1")
-    assert r.returncode != 0 and "another config (a variant, preset or default has changed since): digits/ijepa-s0" in r.stderr
-    assert (root / "digits/ijepa-s0/metrics.json").exists()
-    r = report("c.ipynb", "-p", "epochs", "2", "-p", "budget_steps", "100", root=tmp_path / "c")
-    assert r.returncode != 0 and "warmup_steps=50 exceeds the 40 planned steps of digits" in r.stderr
-    r = report("d.ipynb", "-p", "budget_minutes", "0.05")        # budget_steps keeps its default: two budgets
-    assert r.returncode != 0 and "set exactly one of them above 0" in r.stderr
-    r = report("e.ipynb", *steps, "-p", "gflops", "-1")
-    assert r.returncode != 0 and "gflops=-1: must be above 0, or 0 to measure" in r.stderr
-    # a wall-clock record is reused only on a machine of the same speed: halve the recorded speed and it trains again
-    wall = ["-p", "budget_steps", "0", "-p", "budget_minutes", "0.02", "-y", "variants: [ijepa]"]
-    r = report("m.ipynb", *wall, root=tmp_path / "m1")
-    assert r.returncode == 0, r.stderr[-3000:]
-    rec = pd.read_csv(rec_csv)  # two measurements of a shared machine differ: pin the speed of the record and of the report
-    rec.loc[rec.budget == "0.02 min", "gflops"] = 40.0
-    rec.to_csv(rec_csv, index=False)
-    r = report("m2.ipynb", *wall, "-p", "gflops", "44", root=tmp_path / "m2")
-    assert r.returncode == 0 and not (tmp_path / "m2").exists(), r.stderr[-3000:]    # within 20 %: the same machine, reused
-    r = report("m3.ipynb", *wall, "-p", "gflops", "80", root=tmp_path / "m3")
-    assert r.returncode == 0 and (tmp_path / "m3/digits/ijepa-s0/metrics.json").exists(), r.stderr[-3000:]
