@@ -19,7 +19,7 @@ from typing import Optional
 
 import yaml
 
-from .config import Config, ConfigError, get_config
+from .config import Config, ConfigError, get_config, parse_overrides
 
 # %% auto #0
 __all__ = ['EXPERIMENTS', 'DEMO_PARAMS', 'ExperimentError', 'friendly_errors', 'experiment_config', 'experiment_path',
@@ -59,10 +59,8 @@ def experiment_config(preset: str = "tiny+hjepa", # presets joined with '+'
     if unknown:
         raise ConfigError(f"unknown experiment parameter(s) {sorted(unknown)}; known: {sorted([*_PARAM_KEYS, 'curve_every'])}")
     d = {_PARAM_KEYS[k]: v for k, v in params.items() if v is not None}
-    for o in overrides or []:
-        if "=" not in str(o): raise ConfigError(f"override '{o}' must look like 'section.key=value'")
-        k, v = str(o).split("=", 1)
-        d[k.strip()] = yaml.safe_load(v)
+    for sec, kv in parse_overrides([str(o) for o in overrides or []]).items():  # the config's one override parser
+        d.update({f"{sec}.{k}": v for k, v in kv.items()})
     if curve:
         steps = d.get("train.max_steps")
         if not isinstance(curve, int) or curve < 0 or not steps:
@@ -70,7 +68,7 @@ def experiment_config(preset: str = "tiny+hjepa", # presets joined with '+'
         for k in ("train.ckpt_every", "train.keep_last"):
             if k in d: raise ConfigError(f"curve_every={curve} sets {k} itself; remove {k} from the overrides")
         d["train.ckpt_every"], d["train.keep_last"] = curve, -(-steps // curve)  # every checkpoint of the run is kept
-    if d.get("data.dataset") not in (None, "shapes", "digits") and d.get("data.data_dir"):
+    if d.get("data.dataset") not in (None, "shapes", "scenes", "digits") and d.get("data.data_dir"):
         p = Path(d["data.data_dir"]).expanduser()
         if not p.exists(): raise ConfigError(f"data.data_dir={str(p)!r} does not exist")
     return get_config(preset, d)
