@@ -235,18 +235,26 @@ def section_syncs(a, R, log):
         res["note"] = "device syncs exist only on CUDA"
         return res
     v.step(0); v.step(1); torch.cuda.synchronize()
-    with warnings.catch_warnings(record=True) as w:
+    import tempfile
+    # A sync in Python-called code is a Python warning with its file and line; one in autograd's device
+    # thread (backward) goes to the C++ handler, i.e. to fd 2: count those from a captured stderr.
+    with warnings.catch_warnings(record=True) as w, tempfile.TemporaryFile() as err:
         warnings.simplefilter("always")
+        sys.stderr.flush(); fd = os.dup(2); os.dup2(err.fileno(), 2)
         torch.cuda.set_sync_debug_mode("warn")
         try:
             v.step(2)
         finally:
             torch.cuda.set_sync_debug_mode(0)
+            os.dup2(fd, 2); os.close(fd)
+        err.seek(0)
+        other = err.read().decode(errors="replace").count("synchronizing CUDA operation")
     sites = collections.Counter(f"{Path(x.filename).relative_to(ROOT) if str(x.filename).startswith(str(ROOT)) else x.filename}"
                                 f":{x.lineno}: {linecache.getline(x.filename, x.lineno).strip()[:80]}"
                                 for x in w if "synchroniz" in str(x.message))
     torch.cuda.synchronize()
     # the trainer's own reads (loss finite, grad norm, flags, weights finite) are logged / guard values
+    if other: sites["(autograd device thread, no Python frame)"] = other
     logged = {k: n for k, n in sites.items() if k.startswith("hjepa/train.py")}
     res.update(total=sum(sites.values()), sites=dict(sites), logged=sum(logged.values()),
                unlogged=sum(sites.values()) - sum(logged.values()))
