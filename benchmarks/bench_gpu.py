@@ -176,7 +176,7 @@ def section_throughput(a, R, log):
                                 context_len=v.info["context_len"], target_tokens=v.info["target_tokens"])
                 r = res[key]
                 log(f"  {key:10s} {r['step_ms']:8.1f} ms {r['images_per_s']:8.0f} img/s  MFU {r['mfu']:6.1%}  "
-                    f"{r['gflop_per_image']:.1f} GFLOP/img  peak mem {mem or 0:.1f} GiB")
+                    f"{r['gflop_per_image']:.3g} GFLOP/img  peak mem {mem or 0:.1f} GiB")
                 del v
             except Exception as e:  # out of memory at the largest batch is a result, not a crash
                 res[key] = dict(batch=b, error=_err(e)); log(f"  {key}: {_err(e)}")
