@@ -79,11 +79,11 @@ class _StepFlops:
 class OfficialVariant(_StepFlops):
     "The official I-JEPA step (see ijepa_baseline.py) at the tiny config of `preset`."
 
-    def __init__(self, ij, precision="fp32", preset="tiny+ijepa", overrides=(), seed=0):
+    def __init__(self, ij, precision="fp32", preset="tiny+ijepa", overrides=(), seed=0, device="cpu"):
         from ijepa_baseline import IJEPABaseline, tiny_from_hjepa
         from hjepa.config import get_config
         cfg = get_config(preset, list(overrides))
-        self.impl = IJEPABaseline(ij, tiny_from_hjepa(cfg), precision=precision, seed=seed)
+        self.impl = IJEPABaseline(ij, tiny_from_hjepa(cfg), precision=precision, seed=seed, device=device)
         g = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)  # their collator samples positions from the global RNG
         B, S = cfg.data.batch_size, cfg.data.image_size
@@ -102,7 +102,7 @@ class OursVariant(_StepFlops):
     "Our train step for a preset: forward, loss, backward, AdamW step, EMA (the trainer's step when exposed)."
 
     def __init__(self, preset="tiny+hjepa", precision="fp32", overrides=(), seed=0, compile=False, images=None,
-                 device="cpu"):
+                 device="cpu", sync=True):
         from hjepa.config import get_config
         from hjepa.losses import build_loss
         from hjepa.masks import BlockMasker
@@ -122,7 +122,7 @@ class OursVariant(_StepFlops):
         self.info = dict(impl="hjepa", preset=preset, precision=precision, batch_size=B, overrides=list(overrides),
                          context_len=[int(m.context.shape[1]) for _, m in self.batches],
                          target_tokens=[[int(t.shape[1] * t.shape[2]) for t in m.targets] for _, m in self.batches])
-        self._flops, self._k = {}, 0
+        self._flops, self._k, self.sync = {}, 0, sync  # sync: wait for the GPU at the end of each step
         self._build_step(compile)
         self.info["step_source"] = self.step_source
 
@@ -171,7 +171,7 @@ class OursVariant(_StepFlops):
         if self.trainer is not None:
             info = self.trainer.optimizer_step([(images, self._labels, masks)], self._k)
             self._k += 1
-            if self.device.type == "cuda": torch.cuda.synchronize(self.device)  # the EMA kernels are queued last
+            if self.sync and self.device.type == "cuda": torch.cuda.synchronize(self.device)  # EMA kernels are queued last
             return info.get("loss")
         with self._autocast():
             out = self.fwd(images, masks)

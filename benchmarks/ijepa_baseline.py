@@ -11,7 +11,9 @@ context encoder on `masks_enc` + predictor; `F.smooth_l1_loss` (+ their `AllRedu
 process); backward; AdamW step (their `init_opt` param groups, through their GradScaler when bf16, as they
 do); zero_grad; EMA update of the target encoder with their per-parameter `mul_().add_()` loop.
 
-CUDA-only calls routed around, computation unchanged:
+On a GPU (`device="cuda"`) their own calls apply as written: `torch.autocast("cuda", bfloat16)` (what
+`torch.cuda.amp.autocast` is) and the enabled GradScaler that their `init_opt` builds for bf16.
+On the CPU, CUDA-only calls are routed around, computation unchanged:
 * `torch.cuda.amp.autocast(dtype=bfloat16)` -> `torch.autocast("cpu", dtype=bfloat16)` (the CUDA one is a
   no-op for CPU tensors, so bf16 would silently run in fp32).
 * `torch.cuda.amp.GradScaler()` (built by their `init_opt` when bf16): on a machine without CUDA torch
@@ -94,9 +96,9 @@ def load_ijepa(path: str | None = None):
 class IJEPABaseline:
     "Official encoder, predictor, MaskCollator, optimizer and train step at a small config (CPU)."
 
-    def __init__(self, ij, cfg: TinyConfig = TinyConfig(), precision: str = "fp32", seed: int = 0):
+    def __init__(self, ij, cfg: TinyConfig = TinyConfig(), precision: str = "fp32", seed: int = 0, device="cpu"):
         if precision not in ("fp32", "bf16"): raise ValueError(f"precision={precision!r}; allowed: 'fp32', 'bf16'")
-        self.ij, self.cfg, self.precision = ij, cfg, precision
+        self.ij, self.cfg, self.precision, self.device = ij, cfg, precision, torch.device(device)
         torch.manual_seed(seed)
         vit = ij.vit
         norm = partial(torch.nn.LayerNorm, eps=1e-6)  # as their vit_tiny/vit_predictor factories
@@ -106,6 +108,7 @@ class IJEPABaseline:
         self.predictor = vit.vit_predictor(num_patches=self.encoder.patch_embed.num_patches, embed_dim=cfg.embed_dim,
                                            predictor_embed_dim=cfg.pred_dim, depth=cfg.pred_depth,
                                            num_heads=self.encoder.num_heads)
+        self.encoder.to(self.device); self.predictor.to(self.device)  # their main(): .to(device) before init_opt
         self.target_encoder = _deepcopy(self.encoder)
         for p in self.target_encoder.parameters(): p.requires_grad = False
         self.collator = ij.multiblock.MaskCollator(
@@ -126,10 +129,15 @@ class IJEPABaseline:
         if images is None: images = torch.randn(B, 3, self.cfg.image_size, self.cfg.image_size)
         if labels is None: labels = torch.zeros(len(images), dtype=torch.long)
         (imgs, _), masks_enc, masks_pred = self.collator(list(zip(images, labels)))
+        if self.device.type != "cpu":  # as their train loop: non_blocking copies of images and masks
+            imgs = imgs.to(self.device, non_blocking=True)
+            masks_enc = [m.to(self.device, non_blocking=True) for m in masks_enc]
+            masks_pred = [m.to(self.device, non_blocking=True) for m in masks_pred]
         return imgs, masks_enc, masks_pred
 
     def _autocast(self):
-        if self.precision == "bf16": return torch.autocast("cpu", dtype=torch.bfloat16)
+        # theirs: torch.cuda.amp.autocast(dtype=torch.bfloat16) == torch.autocast("cuda", ...) on the GPU
+        if self.precision == "bf16": return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def step(self, imgs, masks_enc, masks_pred) -> float:
