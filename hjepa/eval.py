@@ -26,7 +26,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from .config import Config, ConfigError, EvalConfig, get_config, parse_overrides
-from .runs import CheckpointError, config_from_plain, load_model, shape_differences
+from .runs import CheckpointError, config_from_plain, load_model, select_device, shape_differences
 
 # %% auto #0
 __all__ = ['knn_classify', 'gaussian_clusters', 'linear_probe', 'class_report', 'project_2d', 'evaluate_features', 'PixelEncoder',
@@ -317,10 +317,6 @@ def run_dir_of(checkpoint) -> Path:
     p = Path(checkpoint).resolve().parent
     return p.parent if p.name == "checkpoints" else p
 
-def _resolve_device(device) -> torch.device:
-    if device in (None, "auto"): return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
 def _apply_overrides(cfg: Config, overrides) -> Config:
     "`cfg` with dotted overrides on top, validated again."
     if not overrides: return cfg
@@ -353,7 +349,7 @@ def evaluate(
     device=None,                 # where encoders run; None: CUDA if available, else CPU
 ) -> dict:                       # see `evaluate_features`, plus "random_init", "pixels", "projection", provenance
     "kNN and linear-probe accuracy of frozen features, next to the random-init and raw-pixel baselines."
-    device, checkpoint = _resolve_device(device), None
+    device, checkpoint = select_device(device or "auto", field="device"), None
     if isinstance(model_or_checkpoint, (str, os.PathLike)):
         checkpoint = Path(model_or_checkpoint)
         ckpt_cfg, model = load_model(checkpoint)

@@ -20,14 +20,14 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from .config import Config, config_hash, from_dict, load_config
+from .config import Config, ConfigError, config_hash, from_dict, load_config
 
 # %% auto #0
 __all__ = ['CKPT_FORMAT', 'REQUIRED', 'RESUME_KEYS', 'SUMMARY_ACC', 'RunDir', 'CheckpointError', 'nonfinite', 'write_checkpoint',
            'read_checkpoint', 'list_checkpoints', 'prune_checkpoints', 'newest_good_checkpoint', 'config_from_plain',
-           'shape_differences', 'check_fits', 'load_model', 'cpu_gflops', 'environment', 'read_metrics', 'plot_run',
-           'write_summary', 'read_summary', 'budget_label', 'run_record', 'read_records', 'append_records',
-           'same_machine', 'match_records']
+           'shape_differences', 'check_fits', 'load_model', 'cpu_gflops', 'select_device', 'environment',
+           'read_metrics', 'plot_run', 'write_summary', 'read_summary', 'budget_label', 'run_record', 'read_records',
+           'append_records', 'same_machine', 'match_records']
 
 # %% ../nbs/07a_runs.ipynb #a628f736
 class RunDir:
@@ -238,6 +238,20 @@ def cpu_gflops(trials: int = 100, # short 256x256 float32 matmul trials (about 2
             best = max(best, 2 * 2 * 256 ** 3 / (time.perf_counter() - t) / 1e9)
     finally: torch.set_num_threads(old)
     return round(best, 2)
+
+def select_device(name: str = "auto", # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
+                  local_rank: int = 0, # GPU index under DDP
+                  field: str = "train.device", # the setting to name in errors (e.g. hjepa-eval's '--device')
+                 ) -> torch.device:
+    "Resolve a device name: auto picks CUDA > MPS > CPU; asking for a missing accelerator is a `ConfigError`."
+    cuda, mps = torch.cuda.is_available(), getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    if name == "auto": name = "cuda" if cuda else "mps" if mps else "cpu"
+    if name.startswith("cuda"):
+        if not cuda: raise ConfigError(f"{field}={name!r} but CUDA is not available; use 'auto' or 'cpu'")
+        return torch.device(name if ":" in name else f"cuda:{local_rank}")
+    if name == "mps" and not mps: raise ConfigError(f"{field}='mps' but MPS is not available; use 'auto' or 'cpu'")
+    try: return torch.device(name)
+    except RuntimeError: raise ConfigError(f"{field}={name!r} is not a device; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
 
 def environment(device: torch.device, # resolved device
                 world_size: int = 1, # DDP processes

@@ -27,12 +27,13 @@ from tqdm.auto import tqdm
 from .config import Config, ConfigError, get_config, load_config, save_config, validate
 from .data import DataError, split_size
 from .runs import (RESUME_KEYS, CheckpointError, RunDir, check_fits, environment, list_checkpoints,
-                        newest_good_checkpoint, prune_checkpoints, shape_differences, read_checkpoint, write_checkpoint)
+                        newest_good_checkpoint, prune_checkpoints, read_checkpoint, select_device, shape_differences,
+                        write_checkpoint)
 
 log = logging.getLogger("hjepa.train")
 
 # %% auto #0
-__all__ = ['log', 'warmup_steps', 'lr_at', 'wd_at', 'momentum_at', 'schedule', 'planned_steps', 'select_device', 'autocast_dtype',
+__all__ = ['log', 'warmup_steps', 'lr_at', 'wd_at', 'momentum_at', 'schedule', 'planned_steps', 'autocast_dtype',
            'check_attn_backend', 'param_groups', 'build_optimizer', 'set_hparams', 'pooled', 'rankme',
            'embedding_stats', 'collapse_warnings', 'get_rng_state', 'set_rng_state', 'seed_everything', 'default_model',
            'default_loss', 'default_loader', 'compile_blocks', 'NonFiniteError', 'Trainer', 'train', 'cli_config',
@@ -102,18 +103,6 @@ def planned_steps(epochs: int, # passes over the data (0: bounded by max_steps o
     return n if max_steps is None else min(n, max_steps)
 
 # %% ../nbs/07_train.ipynb #0b38d32a
-def select_device(name: str = "auto", # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
-                  local_rank: int = 0, # GPU index under DDP
-                 ) -> torch.device:
-    "Resolve `train.device`: auto picks CUDA > MPS > CPU; asking for a missing accelerator is a `ConfigError`."
-    cuda, mps = torch.cuda.is_available(), getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    if name == "auto": name = "cuda" if cuda else "mps" if mps else "cpu"
-    if name.startswith("cuda"):
-        if not cuda: raise ConfigError(f"train.device={name!r} but CUDA is not available; use 'auto' or 'cpu'")
-        return torch.device(name if ":" in name else f"cuda:{local_rank}")
-    if name == "mps" and not mps: raise ConfigError("train.device='mps' but MPS is not available; use 'auto' or 'cpu'")
-    return torch.device(name)
-
 def autocast_dtype(precision: str, # train.precision
                    device: torch.device, # resolved device
                   ) -> Optional[torch.dtype]:
