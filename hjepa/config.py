@@ -164,8 +164,8 @@ class TrainConfig:
     keep_last: int = F(2, 1, doc="checkpoints kept besides the final one")
     val_every: int = F(1, 0, doc="epochs between validation passes; 0: never")
     max_bad_steps: int = F(10, 1, doc="consecutive non-finite steps before the run stops")
-    collapse_std: float = F(0.002, 0.0, doc="warn when the per-dim std of normalised embeddings falls below (healthy: ~1/sqrt(D))")
-    collapse_rank: float = F(0.02, 0.0, 1.0, doc="warn when effective rank / min(batch, dim) falls below")
+    collapse_spread_ratio: float = F(0.25, 0.0, 1.0, legacy=0.25, doc="warn when the spread of the pooled embeddings (the share of their RMS norm that varies across images) falls below this fraction of its value at the first monitored step")
+    collapse_rank_ratio: float = F(0.6, 0.0, 1.0, legacy=0.6, doc="warn when the RankMe of the centred pooled target embeddings falls below this fraction of its value at the first monitored step")
     tensorboard: bool = F(False, doc="also write TensorBoard events")
     progress: bool = F(True, doc="show a tqdm progress bar")
 
@@ -261,11 +261,19 @@ def _suggest(key, options):
     close = difflib.get_close_matches(key, options, n=3, cutoff=0.5)
     return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else f"; valid keys: {sorted(options)}"
 
+# fields since removed, with their last default: a saved config holding that value still loads, and
+# `config_hash` counts them at it, so recorded runs keep their identity
+_RETIRED = dict(train=dict(collapse_std=(0.002, "train.collapse_spread_ratio"), collapse_rank=(0.02, "train.collapse_rank_ratio")))
+
 def _section_from_dict(cls, d: dict, prefix: str):
     hints = typing.get_type_hints(cls)
     names = {f.name: f for f in fields(cls)}
     kw = {}
     for k, v in (d or {}).items():
+        if k in _RETIRED.get(prefix, {}):
+            old, new = _RETIRED[prefix][k]
+            if v == old: continue
+            raise ConfigError(f"'{prefix}.{k}' was removed; use {new} (see its doc)")
         if k not in names: raise ConfigError(f"unknown key '{prefix}.{k}'{_suggest(k, names)}")
         kw[k] = _check(f"{prefix}.{k}", v, hints[k], names[k].metadata)
     return cls(**kw)
@@ -451,4 +459,5 @@ def config_hash(cfg: Config) -> str:
     for sec, cls in SECTIONS.items():
         for f in fields(cls):
             if "legacy" in f.metadata and d[sec][f.name] == _plain(f.metadata["legacy"]): del d[sec][f.name]
+    for sec, old in _RETIRED.items(): d[sec].update({k: v for k, (v, _) in old.items()})
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

@@ -18,7 +18,7 @@ from .config import Config, ConfigError, level_weights
 # %% auto #0
 __all__ = ['normalize_target', 'prediction_loss', 'vicreg_loss', 'sigreg_directions', 'epps_pulley_grid',
            'sigreg_expected_gaussian', 'sigreg_loss', 'nt_xent', 'masked_mean', 'reg_embeddings', 'HJEPALoss',
-           'build_loss']
+           'build_loss', 'rankme', 'embedding_stats', 'collapse_warnings']
 
 # %% ../nbs/05_losses.ipynb #c3304dbd
 def normalize_target(
@@ -283,3 +283,47 @@ class HJEPALoss(nn.Module):
 def build_loss(cfg: Config) -> HJEPALoss:
     "The loss module of a config: `loss_fn(out, step) -> dict`."
     return HJEPALoss(cfg)
+
+# %% ../nbs/05_losses.ipynb #677c963a
+def rankme(
+    z: Tensor,  # (N, D) embeddings
+    eps: float = 1e-7,  # added to the normalised singular values
+) -> float:
+    "RankMe effective rank: exp of the entropy of the normalised singular values (Garrido et al., 2023)."
+    s = torch.linalg.svdvals(z.detach().double())
+    p = s / s.sum().clamp_min(1e-12) + eps
+    return float(torch.exp(-(p * p.log()).sum()))
+
+def embedding_stats(
+    z: Tensor,  # (N, D) embeddings, e.g. each image's mean-pooled tokens
+) -> dict:  # floats: spread, crank, std, rank, rank_frac, norm, sigreg
+    "Collapse statistics of `z`: `spread` and centred RankMe `crank` (which `collapse_warnings` reads), and the logged rest."
+    z = z.detach().float()
+    zc = z - z.mean(0)
+    r = rankme(z)
+    return dict(spread=float(zc.norm() / z.norm().clamp_min(1e-12)), crank=rankme(zc),
+                std=float(F.normalize(z, dim=1).std(0).mean()) if len(z) > 1 else 0.0, rank=r,
+                rank_frac=r / min(z.shape), norm=float(z.norm(dim=1).mean()),
+                sigreg=float(sigreg_loss(z, step=0, slices=256, distributed=False)))
+
+def collapse_warnings(
+    stats: dict,  # flat monitor record: 'spread/context', 'crank/target', ... (`embedding_stats` per name)
+    ref: dict,  # the same record at the first monitored step of the run
+    spread_ratio: float = 0.25,  # train.collapse_spread_ratio
+    rank_ratio: float = 0.6,  # train.collapse_rank_ratio
+    rank_of: tuple = ("target",),  # whose `crank` is judged
+    floor: float = 1e-3,  # a spread below this is one point whatever `ref` says
+) -> list[str]:
+    "Warnings for embeddings whose spread or centred rank fell far below their value at the first monitored step."
+    out = []
+    for k, v in stats.items():
+        kind, _, name = k.partition("/")
+        r = ref.get(k, v)
+        if kind == "spread" and (v < floor or v < spread_ratio * r):
+            out.append(f"collapse? {k}={v:.3g}, below {max(floor, spread_ratio * r):.3g} "
+                       f"(train.collapse_spread_ratio={spread_ratio} x {r:.3g} at the first monitored step)")
+        if kind == "crank" and name in rank_of and v < rank_ratio * r:
+            out.append(f"collapse? {k}={v:.3g}, below train.collapse_rank_ratio={rank_ratio} x {r:.3g} "
+                       "at the first monitored step")
+    return out
+
