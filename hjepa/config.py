@@ -116,7 +116,7 @@ class LossConfig:
     huber_delta: float = F(1.0, 0.0, lo_open=True, doc="delta of the Huber loss (pred_loss='huber' only)")
     target_norm: Literal["layer_norm", "l2", "none"] = F("layer_norm", doc="normalisation of targets (official: layer_norm)")
     level_weights: Optional[list[float]] = F(None, 0.0, doc="loss weight per level; None: first n_levels of (1.0, 0.7, 0.5, 0.35, 0.25, 0.18)")
-    regularizers: list[Literal["vicreg", "sigreg", "cjepa"]] = F([], doc="extra terms to add")
+    regularizers: list[Literal["vicreg", "sigreg", "cjepa"]] = F([], doc="extra terms to add: VICReg, SIGReg (LeJEPA), C-JEPA's VICReg on the views' mean representations")
     reg_on: Literal["context_mean", "context_tokens", "target_mean"] = F("context_mean", doc="embeddings the regularisers act on")
     vicreg_weight: float = F(1.0, 0.0, doc="weight of the VICReg term")
     vicreg_var_coeff: float = F(1.0, 0.0, doc="VICReg variance-hinge coefficient")
@@ -127,8 +127,10 @@ class LossConfig:
     sigreg_slices: int = F(1024, 1, doc="random directions K")
     sigreg_t_max: float = F(3.0, 0.0, lo_open=True, doc="largest frequency t of the Epps-Pulley integral")
     sigreg_points: int = F(17, 3, doc="quadrature points of the Epps-Pulley integral (odd)")
-    cjepa_weight: float = F(1.0, 0.0, doc="weight of the C-JEPA contrastive term")
-    cjepa_temperature: float = F(0.1, 0.0, lo_open=True, doc="NT-Xent temperature")
+    cjepa_weight: float = F(1.0, 0.0, doc="weight of the C-JEPA term (its coefficients already carry the paper's scale)")
+    cjepa_sim_coeff: float = F(0.025, 0.0, legacy=0.025, doc="C-JEPA invariance coefficient: each view's mean representation against the target's (paper: 25 x 0.001)")
+    cjepa_std_coeff: float = F(0.025, 0.0, legacy=0.025, doc="C-JEPA variance-hinge coefficient (paper: 25 x 0.001)")
+    cjepa_cov_coeff: float = F(0.001, 0.0, legacy=0.001, doc="C-JEPA covariance coefficient (paper: 1 x 0.001)")
 
 @dataclass
 class OptimConfig:
@@ -263,7 +265,8 @@ def _suggest(key, options):
 
 # fields since removed, with their last default: a saved config holding that value still loads, and
 # `config_hash` counts them at it, so recorded runs keep their identity
-_RETIRED = dict(train=dict(collapse_std=(0.002, "train.collapse_spread_ratio"), collapse_rank=(0.02, "train.collapse_rank_ratio")))
+_RETIRED = dict(train=dict(collapse_std=(0.002, "train.collapse_spread_ratio"), collapse_rank=(0.02, "train.collapse_rank_ratio")),
+                loss=dict(cjepa_temperature=(0.1, "loss.cjepa_sim_coeff (C-JEPA is VICReg on the views' means, not NT-Xent)")))
 
 def _section_from_dict(cls, d: dict, prefix: str):
     hints = typing.get_type_hints(cls)
@@ -368,7 +371,7 @@ def validate(cfg: Config) -> Config:
         _unused(cfg, "loss", "reg_on", f"only 'vicreg' and 'sigreg' use it; loss.regularizers={l.regularizers}")
     for term, names in dict(vicreg=("vicreg_weight", "vicreg_var_coeff", "vicreg_cov_coeff", "vicreg_inv_coeff", "vicreg_eps"),
                             sigreg=("sigreg_weight", "sigreg_slices", "sigreg_t_max", "sigreg_points"),
-                            cjepa=("cjepa_weight", "cjepa_temperature")).items():
+                            cjepa=("cjepa_weight", "cjepa_sim_coeff", "cjepa_std_coeff", "cjepa_cov_coeff")).items():
         if term not in l.regularizers:
             for n in names: _unused(cfg, "loss", n, f"'{term}' is not in loss.regularizers={l.regularizers}")
     if l.sigreg_points % 2 == 0: raise ConfigError(f"loss.sigreg_points={l.sigreg_points} must be odd")
@@ -385,6 +388,8 @@ def validate(cfg: Config) -> Config:
 PRESETS = dict(
     ijepa=dict(model=dict(n_levels=1), mask=dict(n_targets=[4], context="ijepa", nested=False)),
     hjepa=dict(model=dict(n_levels=3), mask=dict(n_targets=[4, 2, 1], nested=True, context_cut="level0")),
+    cjepa=dict(model=dict(n_levels=1), mask=dict(n_targets=[4], context="ijepa", nested=False),
+               loss=dict(regularizers=["cjepa"])),
     tiny=dict(data=dict(dataset="shapes", image_size=32, batch_size=64, n_train=4096),
               model=dict(patch_size=4, embed_dim=192, depth=6, num_heads=3, pred_dim=96, pred_depth=3, pred_heads=3,
                          patch_init="xavier"),
