@@ -58,7 +58,7 @@ class DataConfig:
     crop_scale: tuple[float, float] = F((0.3, 1.0), 0.0, 1.0, lo_open=True, doc="RandomResizedCrop area range")
     hflip: bool = F(False, doc="random horizontal flip")
     augment: Literal["minimal", "3aug"] = F("minimal", doc="minimal (I-JEPA) or DeiT III 3-Augment")
-    n_local_crops: int = F(0, 0, 16, doc="extra small crops per image (multi-crop)")
+    n_local_crops: int = F(0, 0, 16, doc="extra small crops per image (multi-crop): further views of the C-JEPA term, so 'cjepa' must be in loss.regularizers")
     local_crop_scale: tuple[float, float] = F((0.05, 0.3), 0.0, 1.0, lo_open=True, doc="area range of local crops")
     local_crop_size: int = F(96, 8, 4096, doc="side of local crops, pixels")
     eval_crop_fraction: float = F(1.0, 0.0, 1.0, lo_open=True, doc="eval: resize the short side to image_size / this, centre-crop image_size (ImageNet: 0.875)")
@@ -356,6 +356,14 @@ def validate(cfg: Config) -> Config:
     if d.augment == "3aug": _unused(cfg, "data", "hflip", "data.augment='3aug' always flips")
     if d.n_local_crops == 0:
         for n in ("local_crop_scale", "local_crop_size"): _unused(cfg, "data", n, "data.n_local_crops=0")
+    else:
+        if "cjepa" not in l.regularizers:
+            raise ConfigError(f"data.n_local_crops={d.n_local_crops} has no use here: local crops are views of the C-JEPA "
+                              f"term only ('cjepa' in loss.regularizers, e.g. the 'cjepa' preset), which pulls each crop's "
+                              f"mean representation to the target's; loss.regularizers={l.regularizers} (plain ijepa/hjepa "
+                              "predict masked blocks of one view). Set data.n_local_crops=0 or add 'cjepa'.")
+        if d.local_crop_size % m.patch_size:
+            raise ConfigError(f"data.local_crop_size={d.local_crop_size} must be divisible by model.patch_size={m.patch_size}")
     if d.dataset in ("shapes", "digits"):
         for n in ("data_dir", "class_list"): _unused(cfg, "data", n, f"data.dataset={d.dataset!r} is generated in memory")
     else:
