@@ -59,7 +59,7 @@ class DataConfig:
     crop_scale: tuple[float, float] = F((0.3, 1.0), 0.0, 1.0, lo_open=True, doc="RandomResizedCrop area range")
     hflip: bool = F(False, doc="random horizontal flip")
     augment: Literal["minimal", "3aug"] = F("minimal", doc="minimal (I-JEPA) or DeiT III 3-Augment")
-    n_local_crops: int = F(0, 0, 16, doc="extra small crops per image (multi-crop)")
+    n_local_crops: int = F(0, 0, 16, doc="extra small crops per image (multi-crop): further views of the C-JEPA term, so 'cjepa' must be in loss.regularizers")
     local_crop_scale: tuple[float, float] = F((0.05, 0.3), 0.0, 1.0, lo_open=True, doc="area range of local crops")
     local_crop_size: int = F(96, 8, 4096, doc="side of local crops, pixels")
     eval_crop_fraction: float = F(1.0, 0.0, 1.0, lo_open=True, doc="eval: resize the short side to image_size / this, centre-crop image_size (ImageNet: 0.875)")
@@ -118,7 +118,7 @@ class LossConfig:
     huber_delta: float = F(1.0, 0.0, lo_open=True, doc="delta of the Huber loss (pred_loss='huber' only)")
     target_norm: Literal["layer_norm", "l2", "none"] = F("layer_norm", doc="normalisation of targets (official: layer_norm)")
     level_weights: Optional[list[float]] = F(None, 0.0, doc="loss weight per level; None: first n_levels of (1.0, 0.7, 0.5, 0.35, 0.25, 0.18)")
-    regularizers: list[Literal["vicreg", "sigreg", "cjepa"]] = F([], doc="extra terms to add")
+    regularizers: list[Literal["vicreg", "sigreg", "cjepa"]] = F([], doc="extra terms to add: VICReg, SIGReg (LeJEPA), C-JEPA's VICReg on the views' mean representations")
     reg_on: Literal["context_mean", "context_tokens", "target_mean"] = F("context_mean", doc="embeddings the regularisers act on")
     vicreg_weight: float = F(1.0, 0.0, doc="weight of the VICReg term")
     vicreg_var_coeff: float = F(1.0, 0.0, doc="VICReg variance-hinge coefficient")
@@ -129,8 +129,10 @@ class LossConfig:
     sigreg_slices: int = F(1024, 1, doc="random directions K")
     sigreg_t_max: float = F(3.0, 0.0, lo_open=True, doc="largest frequency t of the Epps-Pulley integral")
     sigreg_points: int = F(17, 3, doc="quadrature points of the Epps-Pulley integral (odd)")
-    cjepa_weight: float = F(1.0, 0.0, doc="weight of the C-JEPA contrastive term")
-    cjepa_temperature: float = F(0.1, 0.0, lo_open=True, doc="NT-Xent temperature")
+    cjepa_weight: float = F(1.0, 0.0, doc="weight of the C-JEPA term (its coefficients already carry the paper's scale)")
+    cjepa_sim_coeff: float = F(0.025, 0.0, legacy=0.025, doc="C-JEPA invariance coefficient: each view's mean representation against the target's (paper: 25 x 0.001)")
+    cjepa_std_coeff: float = F(0.025, 0.0, legacy=0.025, doc="C-JEPA variance-hinge coefficient (paper: 25 x 0.001)")
+    cjepa_cov_coeff: float = F(0.001, 0.0, legacy=0.001, doc="C-JEPA covariance coefficient (paper: 1 x 0.001)")
 
 @dataclass
 class OptimConfig:
@@ -166,8 +168,8 @@ class TrainConfig:
     keep_last: int = F(2, 1, doc="checkpoints kept besides the final one")
     val_every: int = F(1, 0, doc="epochs between validation passes; 0: never")
     max_bad_steps: int = F(10, 1, doc="consecutive non-finite steps before the run stops")
-    collapse_std: float = F(0.002, 0.0, doc="warn when the per-dim std of normalised embeddings falls below (healthy: ~1/sqrt(D))")
-    collapse_rank: float = F(0.02, 0.0, 1.0, doc="warn when effective rank / min(batch, dim) falls below")
+    collapse_spread_ratio: float = F(0.25, 0.0, 1.0, legacy=0.25, doc="warn when the spread of the pooled embeddings (the share of their RMS norm that varies across images) falls below this fraction of its value at the first monitored step")
+    collapse_rank_ratio: float = F(0.6, 0.0, 1.0, legacy=0.6, doc="warn when the RankMe of the centred pooled target embeddings falls below this fraction of its value at the first monitored step")
     tensorboard: bool = F(False, doc="also write TensorBoard events")
     progress: bool = F(True, doc="show a tqdm progress bar")
 
@@ -264,11 +266,20 @@ def _suggest(key, options):
     close = difflib.get_close_matches(key, options, n=3, cutoff=0.5)
     return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else f"; valid keys: {sorted(options)}"
 
+# fields since removed, with their last default: a saved config holding that value still loads, and
+# `config_hash` counts them at it, so recorded runs keep their identity
+_RETIRED = dict(train=dict(collapse_std=(0.002, "train.collapse_spread_ratio"), collapse_rank=(0.02, "train.collapse_rank_ratio")),
+                loss=dict(cjepa_temperature=(0.1, "loss.cjepa_sim_coeff (C-JEPA is VICReg on the views' means, not NT-Xent)")))
+
 def _section_from_dict(cls, d: dict, prefix: str):
     hints = typing.get_type_hints(cls)
     names = {f.name: f for f in fields(cls)}
     kw = {}
     for k, v in (d or {}).items():
+        if k in _RETIRED.get(prefix, {}):
+            old, new = _RETIRED[prefix][k]
+            if v == old: continue
+            raise ConfigError(f"'{prefix}.{k}' was removed; use {new} (see its doc)")
         if k not in names: raise ConfigError(f"unknown key '{prefix}.{k}'{_suggest(k, names)}")
         kw[k] = _check(f"{prefix}.{k}", v, hints[k], names[k].metadata)
     return cls(**kw)
@@ -350,6 +361,14 @@ def validate(cfg: Config) -> Config:
     if d.augment == "3aug": _unused(cfg, "data", "hflip", "data.augment='3aug' always flips")
     if d.n_local_crops == 0:
         for n in ("local_crop_scale", "local_crop_size"): _unused(cfg, "data", n, "data.n_local_crops=0")
+    else:
+        if "cjepa" not in l.regularizers:
+            raise ConfigError(f"data.n_local_crops={d.n_local_crops} has no use here: local crops are views of the C-JEPA "
+                              f"term only ('cjepa' in loss.regularizers, e.g. the 'cjepa' preset), which pulls each crop's "
+                              f"mean representation to the target's; loss.regularizers={l.regularizers} (plain ijepa/hjepa "
+                              "predict masked blocks of one view). Set data.n_local_crops=0 or add 'cjepa'.")
+        if d.local_crop_size % m.patch_size:
+            raise ConfigError(f"data.local_crop_size={d.local_crop_size} must be divisible by model.patch_size={m.patch_size}")
     if d.dataset in ("shapes", "scenes", "digits"):
         for n in ("data_dir", "class_list"): _unused(cfg, "data", n, f"data.dataset={d.dataset!r} is generated in memory")
     else:
@@ -367,7 +386,7 @@ def validate(cfg: Config) -> Config:
         _unused(cfg, "loss", "reg_on", f"only 'vicreg' and 'sigreg' use it; loss.regularizers={l.regularizers}")
     for term, names in dict(vicreg=("vicreg_weight", "vicreg_var_coeff", "vicreg_cov_coeff", "vicreg_inv_coeff", "vicreg_eps"),
                             sigreg=("sigreg_weight", "sigreg_slices", "sigreg_t_max", "sigreg_points"),
-                            cjepa=("cjepa_weight", "cjepa_temperature")).items():
+                            cjepa=("cjepa_weight", "cjepa_sim_coeff", "cjepa_std_coeff", "cjepa_cov_coeff")).items():
         if term not in l.regularizers:
             for n in names: _unused(cfg, "loss", n, f"'{term}' is not in loss.regularizers={l.regularizers}")
     if l.sigreg_points % 2 == 0: raise ConfigError(f"loss.sigreg_points={l.sigreg_points} must be odd")
@@ -384,6 +403,8 @@ def validate(cfg: Config) -> Config:
 PRESETS = dict(
     ijepa=dict(model=dict(n_levels=1), mask=dict(n_targets=[4], context="ijepa", nested=False)),
     hjepa=dict(model=dict(n_levels=3), mask=dict(n_targets=[4, 2, 1], nested=True, context_cut="level0")),
+    cjepa=dict(model=dict(n_levels=1), mask=dict(n_targets=[4], context="ijepa", nested=False),
+               loss=dict(regularizers=["cjepa"])),
     tiny=dict(data=dict(dataset="shapes", image_size=32, batch_size=64, n_train=4096),
               model=dict(patch_size=4, embed_dim=192, depth=6, num_heads=3, pred_dim=96, pred_depth=3, pred_heads=3,
                          patch_init="xavier"),
@@ -463,4 +484,6 @@ def config_hash(cfg: Config) -> str:
     for sec, cls in SECTIONS.items():
         for f in fields(cls):
             if "legacy" in f.metadata and d[sec][f.name] == _plain(f.metadata["legacy"]): del d[sec][f.name]
+    for sec, old in _RETIRED.items(): d[sec].update({k: v for k, (v, _) in old.items()})
+    if "cjepa" in cfg.loss.regularizers: del d["loss"]["cjepa_temperature"]  # C-JEPA changed method: no old record is one
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

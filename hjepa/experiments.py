@@ -222,8 +222,8 @@ def checkpoint_spectrum(run_dir, # a run directory
                         n_images: int = 256) -> dict:
     "Per-dimension std (of L2-normalised features) and singular values of a checkpoint's target features on validation images."
     import torch
+    from hjepa.losses import rankme
     from hjepa.runs import load_model
-    from hjepa.train import rankme  # moves to hjepa.losses
     from hjepa.data import build_loader
     cks = checkpoints(run_dir)
     if checkpoint is None and not cks: raise FileNotFoundError(f"{run_dir}/checkpoints holds no checkpoint")

@@ -482,10 +482,15 @@ class HJEPA(nn.Module):
         return maps, counts, feats[0]
 
     def forward(self,
-                images: torch.Tensor, # (B, 3, H, W)
+                images, # (B, 3, H, W), or multi-crop's list: that global view, then local crops (B, 3, h, w)
                 masks: "Masks", # context and per-level target indices (`hjepa.masks.Masks`)
                ) -> dict:
-        "Per-level predictions and raw pooled targets `(B, M_l*K_l, D)`, the context tokens and the target tokens."
+        "Per-level predictions and raw pooled targets `(B, M_l*K_l, D)`, the context tokens, the target tokens (and `local`)."
+        local = None
+        if isinstance(images, (list, tuple)):
+            images, *crops = images
+            if crops:  # the context encoder sees each whole local crop, all crops in one pass
+                local = self.context_encoder(torch.cat(crops)).unflatten(0, (len(crops), -1))
         grid = self.context_encoder.grid_of(*images.shape[-2:])
         if tuple(masks.grid) != grid:
             raise ValueError(f"masks.grid={tuple(masks.grid)} but the images give a {grid[0]}x{grid[1]} patch grid")
@@ -503,7 +508,9 @@ class HJEPA(nn.Module):
         for p, mp, n, t in zip(preds, maps, counts, masks.targets):
             valid = None if n is None else n.gather(1, t.flatten(1)) > 0          # a target needs a hidden patch
             levels.append(dict(pred=p, target=gather_tokens(mp, t.flatten(1)), valid=valid))
-        return dict(levels=levels, context=ctx, context_valid=masks.context_valid, target_tokens=tokens)
+        out = dict(levels=levels, context=ctx, context_valid=masks.context_valid, target_tokens=tokens)
+        if local is not None: out["local"] = local  # (V, B, N_local, D), with grad
+        return out
 
     @torch.no_grad()
     def encode(self,

@@ -29,15 +29,15 @@ from .data import DataError, split_size
 from .runs import (RESUME_KEYS, CheckpointError, RunDir, check_fits, environment, list_checkpoints,
                         newest_good_checkpoint, prune_checkpoints, read_checkpoint, select_device, shape_differences,
                         write_checkpoint)
+from .losses import collapse_warnings, embedding_stats, masked_mean
 
 log = logging.getLogger("hjepa.train")
 
 # %% auto #0
 __all__ = ['log', 'warmup_steps', 'lr_at', 'wd_at', 'momentum_at', 'schedule', 'planned_steps', 'autocast_dtype',
-           'check_attn_backend', 'param_groups', 'build_optimizer', 'set_hparams', 'pooled', 'rankme',
-           'embedding_stats', 'collapse_warnings', 'get_rng_state', 'set_rng_state', 'seed_everything', 'default_model',
-           'default_loss', 'default_loader', 'compile_blocks', 'NonFiniteError', 'Trainer', 'train', 'cli_config',
-           'main']
+           'check_attn_backend', 'param_groups', 'build_optimizer', 'set_hparams', 'get_rng_state', 'set_rng_state',
+           'seed_everything', 'default_model', 'default_loss', 'default_loader', 'compile_blocks', 'NonFiniteError',
+           'Trainer', 'train', 'cli_config', 'main']
 
 # %% ../nbs/07_train.ipynb #16046136
 def _progress(step: int, start: int, end: int) -> float:
@@ -155,45 +155,6 @@ def set_hparams(opt: torch.optim.Optimizer, # from `build_optimizer`
     for g in opt.param_groups:
         g["lr"] = lr
         if g.get("apply_wd", True): g["weight_decay"] = wd
-
-# %% ../nbs/07_train.ipynb #95bad9a9
-def pooled(tokens: torch.Tensor, # (B, N, D) token embeddings
-           valid: Optional[torch.Tensor] = None, # (B, N) bool, or None when all are real
-          ) -> torch.Tensor:
-    "Mean over the valid tokens of each image: `(B, D)`."
-    if valid is None: return tokens.float().mean(1)
-    w = valid.to(torch.float32).unsqueeze(-1)
-    return (tokens.float() * w).sum(1) / w.sum(1).clamp_min(1.0)
-
-def rankme(z: torch.Tensor, # (B, D) embeddings
-           eps: float = 1e-7, # added to the normalised singular values
-          ) -> float:
-    "RankMe effective rank: exp of the entropy of the normalised singular values (Garrido et al., 2023)."
-    s = torch.linalg.svdvals(z.double())
-    p = s / s.sum().clamp_min(1e-12) + eps
-    return float(torch.exp(-(p * p.log()).sum()))
-
-def embedding_stats(z: torch.Tensor, # (B, D) pooled embeddings
-                   ) -> dict:
-    "`std` of the L2-normalised embeddings (mean over dims), RankMe `rank`, `rank_frac`, mean `norm`."
-    z = z.detach().float()
-    zn = F.normalize(z, dim=1)
-    r = rankme(z)
-    return dict(std=float(zn.std(0).mean()) if len(z) > 1 else 0.0, rank=r,
-                rank_frac=r / min(z.shape), norm=float(z.norm(dim=1).mean()))
-
-def collapse_warnings(stats: dict, # flat monitor record ('std/context', 'rank_frac/target', ...)
-                      min_std: float, # train.collapse_std
-                      min_rank: float, # train.collapse_rank
-                     ) -> list[str]:
-    "Human-readable warnings for embeddings whose std or effective rank fell under the thresholds."
-    out = []
-    for k, v in stats.items():
-        if k.startswith("std/") and v < min_std:
-            out.append(f"collapse? {k}={v:.4g} < train.collapse_std={min_std}")
-        if k.startswith("rank_frac/") and v < min_rank:
-            out.append(f"collapse? {k}={v:.3g} < train.collapse_rank={min_rank}")
-    return out
 
 # %% ../nbs/07_train.ipynb #ba04b5be
 def get_rng_state() -> dict:
@@ -466,16 +427,21 @@ class Trainer:
     @torch.no_grad()
     def monitor(self, out: dict, # the model output of the current batch
                ) -> dict:
-        "Collapse diagnostics of the context and target embeddings (mean-pooled per image), across ranks."
+        "Collapse statistics of the context and target embeddings (mean-pooled per image), across ranks; the first call's are the reference."
         with torch.random.fork_rng(devices=[]):
             rec = {}
-            embs = dict(context=pooled(out["context"], out.get("context_valid")),
-                        target=pooled(out["target_tokens"]))
+            embs = dict(context=masked_mean(out["context"].float(), out.get("context_valid")),
+                        target=out["target_tokens"].float().mean(1))
             for name, z in embs.items():
-                z = self._gather(z.float())
-                for k, v in embedding_stats(z).items(): rec[f"{k}/{name}"] = v
-                stat = _sigreg_stat(z)
-                if stat is not None: rec[f"sigreg/{name}"] = stat
+                for k, v in embedding_stats(self._gather(z)).items(): rec[f"{k}/{name}"] = v
+        if getattr(self, "_collapse_ref", None) is None: self._collapse_ref = self._first_monitored(rec)
+        return rec
+
+    def _first_monitored(self, rec: dict) -> dict:
+        "The monitor record of the run's first monitored step: from metrics.jsonl after a resume, else `rec`."
+        if self.resume is not None:
+            with contextlib.suppress(OSError, ValueError):
+                return next((r for r in read_metrics(self.run_dir, "monitor") if rec.keys() <= r.keys()), rec)
         return rec
 
     @torch.no_grad()
@@ -646,7 +612,7 @@ class Trainer:
             self._write(rec)
         if (s % t.monitor_every == 0 or s == 1) and info.get("_out") is not None:
             rec = self.monitor(info["_out"])
-            warns = collapse_warnings(rec, t.collapse_std, t.collapse_rank)
+            warns = collapse_warnings(rec, self._collapse_ref, t.collapse_spread_ratio, t.collapse_rank_ratio)
             for w in warns:
                 if self.is_main: log.warning(f"step {s}: {w}")
             self._write(dict(kind="monitor", step=s, epoch=self.epoch, **rec,
@@ -664,12 +630,6 @@ def _test_sleep_step():
     s = os.environ.get("HJEPA_TEST_STEP_SLEEP")
     if s: time.sleep(float(s))
 
-def _sigreg_stat(z: torch.Tensor) -> Optional[float]:
-    "The SIGReg statistic (LeJEPA) of `z` with 256 fixed directions, from `hjepa.losses` (None without it)."
-    try:
-        from hjepa.losses import sigreg_loss
-    except ImportError: return None
-    return float(sigreg_loss(z.float(), step=0, slices=256, distributed=False))
 
 # %% ../nbs/07_train.ipynb #78622ab5
 def train(cfg: Config, # validated config (`get_config`, `load_config`)

@@ -136,7 +136,7 @@ def test_cifar_bad_inputs(tmp_path):
 
 # ---- transforms ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("o", [[], ["data.hflip=true"], ["data.augment=3aug"],
-                               ["data.augment=3aug", "data.n_local_crops=2", "data.local_crop_size=8"]])
+                               ["data.augment=3aug", "data.n_local_crops=2", "data.local_crop_size=8", "loss.regularizers=[cjepa]"]])
 def test_transforms_shapes_and_dtypes(o):
     cfg = micro(*o)
     img = ShapesDataset(1, 40)[0][0]
@@ -191,7 +191,7 @@ def _equal(a, b):
 
 
 def test_loader_workers_and_resume_3aug_multicrop():
-    o = ["data.augment=3aug", "data.n_local_crops=1", "data.local_crop_size=8"]
+    o = ["data.augment=3aug", "data.n_local_crops=1", "data.local_crop_size=8", "loss.regularizers=[cjepa]"]
     cfg, cfg2 = micro(*o), micro(*o, "data.num_workers=2")
     m = build_masker(cfg)
     full = _flat(build_loader(cfg, "train", m, epoch=1))
