@@ -20,7 +20,8 @@ import yaml
 # %% auto #0
 __all__ = ['VIT_SIZES', 'SECTIONS', 'PRESETS', 'F', 'ConfigError', 'DataConfig', 'MaskConfig', 'ModelConfig', 'LossConfig',
            'OptimConfig', 'TrainConfig', 'EvalConfig', 'Config', 'from_dict', 'level_weights', 'n_targets', 'grid_size',
-           'validate', 'preset_dict', 'parse_overrides', 'get_config', 'load_config', 'save_config', 'config_hash']
+           'max_levels', 'check_levels', 'validate', 'preset_dict', 'parse_overrides', 'get_config', 'load_config',
+           'save_config', 'config_hash']
 
 # %% ../nbs/00_config.ipynb #f2f428d1
 _NO_LEGACY = object()
@@ -317,6 +318,21 @@ def grid_size(cfg: Config) -> int:
     "Patches per side of the level-0 grid."
     return cfg.data.image_size // cfg.model.patch_size
 
+def max_levels(h: int, w: int) -> int:
+    "The most hierarchy levels an h x w patch grid allows: each level halves both sides and keeps at least 2x2 cells."
+    L = 0
+    while h % 2 ** L == 0 and w % 2 ** L == 0 and h >> L >= 2 and w >> L >= 2: L += 1
+    return L
+
+def check_levels(n_levels: int, # hierarchy levels
+                 grid: tuple[int, int], # level-0 patch grid (h, w)
+                ):
+    "The one rule \"the levels fit the grid\" (config, masker and model all call it): a clear `ConfigError` otherwise."
+    h, w = grid
+    if not 1 <= n_levels <= max_levels(h, w):
+        raise ConfigError(f"model.n_levels={n_levels} does not fit the {h}x{w} patch grid (each level halves it and "
+                          f"needs at least 2x2 cells); allowed: {list(range(1, max_levels(h, w) + 1))}")
+
 def validate(cfg: Config) -> Config:
     "Check cross-field rules; returns `cfg` (with a named ViT size resolved) or raises `ConfigError`."
     m, d, k, l, o, t = cfg.model, cfg.data, cfg.mask, cfg.loss, cfg.optim, cfg.train
@@ -333,10 +349,7 @@ def validate(cfg: Config) -> Config:
     if d.image_size % m.patch_size:
         raise ConfigError(f"data.image_size={d.image_size} must be divisible by model.patch_size={m.patch_size}")
     g = grid_size(cfg)
-    if g % 2 ** (m.n_levels - 1) or g // 2 ** (m.n_levels - 1) < 2:
-        ok = [n for n in range(1, 7) if g % 2 ** (n - 1) == 0 and g // 2 ** (n - 1) >= 2]
-        raise ConfigError(f"model.n_levels={m.n_levels} does not fit the {g}x{g} patch grid "
-                          f"(each level halves it and needs at least 2x2 cells); allowed: {ok}")
+    check_levels(m.n_levels, (g, g))
     if m.level_blocks is not None:
         if len(m.level_blocks) != m.n_levels:
             raise ConfigError(f"model.level_blocks has {len(m.level_blocks)} entries; model.n_levels={m.n_levels} needs that many")

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import ConfigError, grid_size
+from .config import ConfigError, check_levels, grid_size, max_levels
 from .config import n_targets as config_n_targets
 
 # %% auto #0
@@ -148,12 +148,6 @@ def _fill(context, need: int, avoid, g) -> Tensor:
     return (flat | (rank < deficit)).view_as(context)
 
 # %% ../nbs/01_masks.ipynb #3d21926d
-def _max_levels(H: int, W: int) -> int:
-    "The most levels an H x W grid allows: each level halves both sides and keeps at least 2x2 cells."
-    L = 0
-    while H % 2 ** L == 0 and W % 2 ** L == 0 and H >> L >= 2 and W >> L >= 2: L += 1
-    return L
-
 def _check_pair(name, v, what):
     if len(v) != 2: raise ConfigError(f"{name}={v} must be a (min, max) pair")
     lo, hi = v
@@ -200,10 +194,8 @@ class BlockMasker:
                  max_tries: int = 20,  # redraw rounds for short samples before relaxing
                  seed: int = 0):  # seed of the masker's own generator
         H, W = (grid, grid) if isinstance(grid, int) else (int(grid[0]), int(grid[1]))
-        if _max_levels(H, W) < 1: raise ConfigError(f"grid={grid} must be at least 2x2")
-        if not 1 <= n_levels <= _max_levels(H, W):
-            raise ConfigError(f"n_levels={n_levels} does not fit the {H}x{W} grid (each level halves it, needs even "
-                              f"sides and at least 2x2 cells): allowed 1..{_max_levels(H, W)}")
+        if max_levels(H, W) < 1: raise ConfigError(f"grid={grid} must be at least 2x2")
+        check_levels(n_levels, (H, W))
         nt = [n_targets] if isinstance(n_targets, int) else list(n_targets)
         if len(nt) not in (1, n_levels): raise ConfigError(f"n_targets={nt} needs 1 or n_levels={n_levels} entries")
         if min(nt) < 1: raise ConfigError(f"n_targets={nt}: every level needs at least 1 target block")

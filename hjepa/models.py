@@ -19,7 +19,7 @@ from torch.utils.checkpoint import checkpoint
 from timm.layers import Attention as TimmAttention, build_sincos2d_pos_embed, trunc_normal_
 from timm.models.vision_transformer import Block as TimmBlock
 
-from .config import Config, ConfigError, grid_size, n_targets
+from .config import Config, ConfigError, check_levels, grid_size, n_targets
 
 if TYPE_CHECKING:  # hjepa.masks is only needed for type hints; the model reads masks by attribute
     from hjepa.masks import Masks
@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # hjepa.masks is only needed for type hints; the model reads 
 _log = logging.getLogger("hjepa.models")
 
 # %% auto #0
-__all__ = ['sincos_pos_embed', 'rope_angles', 'apply_rope', 'Attention', 'Block', 'init_vit_weights', 'run_blocks', 'gather_tokens', 'ViTEncoder', 'ema_update_', 'target_copy', 'level_pos_embed', 'Predictor', 'pool_levels', 'check_levels', 'HJEPA']
+__all__ = ['sincos_pos_embed', 'rope_angles', 'apply_rope', 'Attention', 'Block', 'init_vit_weights', 'run_blocks', 'gather_tokens', 'ViTEncoder', 'ema_update_', 'target_copy', 'level_pos_embed', 'Predictor', 'pool_levels', 'HJEPA']
 
 # %% ../nbs/02_encoders.ipynb #29af9bf0
 def sincos_pos_embed(h: int, # rows of the patch grid
@@ -432,16 +432,6 @@ def pool_levels(feats: Sequence[torch.Tensor], # per level: (B, N, D) patch feat
     maps = [m.flatten(2).transpose(1, 2) for m in maps]
     return (maps, counts) if return_counts else maps
 
-def check_levels(n_levels: int, # hierarchy levels
-                 grid: tuple[int, int], # level-0 patch grid (h, w)
-                ):
-    "Raise a clear `ConfigError` unless every level's grid is whole and at least 2x2."
-    s = 2 ** (n_levels - 1)
-    h, w = grid
-    if n_levels < 1 or h % s or w % s or h // s < 2 or w // s < 2:
-        ok = [n for n in range(1, 7) if h % 2 ** (n - 1) == 0 and w % 2 ** (n - 1) == 0 and min(h, w) // 2 ** (n - 1) >= 2]
-        raise ConfigError(f"model.n_levels={n_levels} does not fit the {h}x{w} patch grid (each level halves it and "
-                          f"needs at least 2x2 cells); allowed: {ok}")
 
 # %% ../nbs/04_hjepa.ipynb #6f14cd6b
 class HJEPA(nn.Module):

@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hjepa.config import ConfigError
-from hjepa.masks import BlockMasker, Masks, _max_levels, _upsample
+from hjepa.config import max_levels as _max_levels
+from hjepa.masks import BlockMasker, Masks, _upsample
 
 
 @st.composite
