@@ -93,7 +93,11 @@ def render_html(nb_path, html_path=None) -> Path:
     from nbconvert import HTMLExporter
     nb_path = Path(nb_path)
     html_path = Path(html_path or nb_path.with_suffix(".html"))
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.read(nb_path, as_version=4))
+    from nbconvert.preprocessors import TagRemovePreprocessor
+    ex = HTMLExporter(template_name="lab")  # the report opens with its answer: parameter and import cells show no code
+    ex.register_preprocessor(TagRemovePreprocessor(remove_input_tags={"parameters", "injected-parameters", "hide-input"},
+                                                   enabled=True), enabled=True)
+    body, _ = ex.from_notebook_node(nbformat.read(nb_path, as_version=4))
     html_path.write_text(body)
     return html_path
 
