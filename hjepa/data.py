@@ -451,6 +451,7 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         n = len(self.paths)
+        if not -n <= i < n: raise IndexError(f"index {i} out of range for {n} images")  # also ends plain iteration
         for k in range(n):
             j = (int(i) + k) % n
             if j in self.bad: continue

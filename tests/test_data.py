@@ -229,7 +229,7 @@ def test_truncated_png_is_found_at_scan_time_and_skipped(tmp_path):
     # one rule: the file is counted once, against the folder scanned, and never reached by a split
     assert len(sp["train"]) + len(sp["val"]) == 19
     for s in ("train", "val"):
-        assert all(x.shape == (3, 64, 64) for x, _ in sp[s]) and not sp[s].bad
+        assert all(sp[s][k][0].shape == (3, 64, 64) for k in range(len(sp[s]))) and not sp[s].bad
 
 
 def test_image_verdicts_are_cached_by_size_and_mtime(tmp_path, monkeypatch):
@@ -261,7 +261,7 @@ def test_data_problems_are_data_errors(tmp_path):
     root = write_pngs(tmp_path / "r", n=3)
     with pytest.raises(DataError, match=r"data.batch_size=64 is larger than the 4 images of the split"):
         build_loader(disk("data.dataset=imagefolder", f"data.data_dir={root}", "data.n_val=2", "data.batch_size=64"), "train",
-                     masker=BlockMasker.from_config(disk()))
+                     masker=build_masker(disk()))
     (tmp_path / "f.txt").write_text("x")
     with pytest.raises(NotADirectoryError, match="is a file; give the directory"):
         build_dataset(disk("data.dataset=imagefolder", f"data.data_dir={tmp_path / 'f.txt'}"), "train")
