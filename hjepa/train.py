@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 from .config import Config, ConfigError, get_config, load_config, save_config, validate
 from .data import DataError, split_size
 from .runs import (RESUME_KEYS, CheckpointError, RunDir, check_fits, environment, list_checkpoints,
-                        newest_good_checkpoint, prune_checkpoints, read_checkpoint, select_device, shape_differences,
-                        write_checkpoint)
+                        newest_good_checkpoint, prune_checkpoints, read_checkpoint, read_metrics, select_device,
+                        shape_differences, write_checkpoint)
 from .losses import collapse_warnings, embedding_stats, masked_mean
 
 log = logging.getLogger("hjepa.train")

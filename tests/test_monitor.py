@@ -3,6 +3,7 @@ regulariser) carries a warning in metrics.jsonl; the preset as shipped, trained 
 at initialisation). About 20 s on one thread."""
 import pytest
 
+from hjepa import runs as R
 from hjepa import train as T
 from _helpers import micro
 
@@ -10,7 +11,7 @@ from _helpers import micro
 def _monitor(out_dir, *overrides):
     cfg = micro(out_dir, "train.epochs=0", "train.max_steps=200", "train.monitor_every=20", "train.val_every=0",
                 "data.n_train=256", "data.batch_size=16", *overrides)
-    return T.read_metrics(T.train(cfg), "monitor")
+    return R.read_metrics(T.train(cfg), "monitor")
 
 
 def test_monitor_flags_a_collapsing_run_and_not_a_healthy_one(tmp_path):

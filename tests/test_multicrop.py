@@ -2,6 +2,7 @@
 weights, and a short `micro` run with them trains without error while its loss falls."""
 import torch
 
+from hjepa import runs as R
 from hjepa import train as T
 from hjepa.losses import build_loss
 from _helpers import micro
@@ -28,6 +29,6 @@ def test_multicrop_step_uses_the_crops_and_changes_weights(tmp_path):
 def test_multicrop_run_trains_and_loss_falls(tmp_path):
     cfg = micro(tmp_path / "r", *CROPS, "train.epochs=0", "train.max_steps=64", "train.log_every=4", "train.val_every=0",
                 "data.n_train=256", "data.batch_size=16")
-    losses = [r["loss"] for r in T.read_metrics(T.train(cfg), "train")]
+    losses = [r["loss"] for r in R.read_metrics(T.train(cfg), "train")]
     assert len(losses) == 16 and all(map(torch.isfinite, torch.tensor(losses)))
     assert sum(losses[-4:]) < 0.95 * sum(losses[:4]), losses
