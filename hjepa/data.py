@@ -13,6 +13,7 @@ import os
 import pickle
 import random
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -391,17 +392,19 @@ def _verdicts(paths: Sequence[Path]) -> list:
     cf = _verdict_cache()
     try: cache = json.loads(cf.read_text())
     except (OSError, ValueError): cache = {}
-    out, new = [], 0
+    def verdict(p):
+        try: return list(decode_image(p).shape[:0:-1])  # (W, H)
+        except Exception as e: return f"unreadable: {type(e).__name__}"  # PIL raises OSError, SyntaxError, ValueError...
+    keys, todo = [], []
     for p in paths:
         try: st = os.stat(p); key, stamp = str(Path(p).resolve()), [st.st_size, st.st_mtime_ns]
-        except OSError as e: out.append(f"unreadable: {e.strerror}"); continue
-        hit = cache.get(key)
-        if hit is None or hit[0] != stamp:
-            try: v = list(decode_image(p).shape[:0:-1])  # (W, H)
-            except Exception as e: v = f"unreadable: {type(e).__name__}"  # PIL raises OSError, SyntaxError, ValueError...
-            cache[key], new = [stamp, v], new + 1
-        out.append(cache[key][1])
-    if new:  # written whole and renamed: concurrent runs at worst re-verify a file
+        except OSError as e: keys.append(f"unreadable: {e.strerror}"); continue
+        keys.append(key)
+        if cache.get(key, [None])[0] != stamp: todo.append((p, key, stamp))
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:  # PIL decodes without holding the GIL
+        for (p, key, stamp), v in zip(todo, pool.map(verdict, [t[0] for t in todo])): cache[key] = [stamp, v]
+    out = [cache[k][1] if k in cache else k for k in keys]  # a key that is no path is its stat error
+    if todo:  # written whole and renamed: concurrent runs at worst re-verify a file
         with contextlib.suppress(OSError):
             cf.parent.mkdir(parents=True, exist_ok=True)
             tmp = cf.with_name(f".{cf.name}.{os.getpid()}")
