@@ -62,6 +62,16 @@ except Exception:  # already registered by a newer torch
 N_BATCHES = 4
 
 
+def write_json(results: dict, path) -> Path:
+    "Write the results JSON atomically (a temporary file renamed over `path`) and say where."
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1, default=str))
+    tmp.replace(out)
+    print(f"\nwrote {out}")
+    return out
+
 def _median(xs): return statistics.median(xs) if xs else float("nan")
 
 
@@ -685,13 +695,7 @@ def main(argv=None):
         r = probe_rss(a._spec, a.ijepa_src) if a._probe == "rss" else probe_compile(a._spec, a.steps, a.warmup)
         print(json.dumps(r))
         return 0
-    R = run(a)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(R, indent=1, default=str))
-    tmp.replace(out)
-    print(f"\nwrote {out}")
+    write_json(run(a), a.out)
     return 0
 
 

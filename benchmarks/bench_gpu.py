@@ -673,12 +673,7 @@ def main(argv=None):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning)
         R = run(a)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(R, indent=1, default=str))
-    tmp.replace(out)
-    print(f"\nwrote {out}")
+    B.write_json(R, a.out)
     return 0
 
 
