@@ -60,7 +60,8 @@ class DataConfig:
     crop_scale: tuple[float, float] = F((0.3, 1.0), 0.0, 1.0, lo_open=True, doc="RandomResizedCrop area range")
     hflip: bool = F(False, doc="random horizontal flip")
     augment: Literal["minimal", "3aug"] = F("minimal", doc="minimal (I-JEPA) or DeiT III 3-Augment")
-    n_local_crops: int = F(0, 0, 16, doc="extra small crops per image (multi-crop): further views of the C-JEPA term, so 'cjepa' must be in loss.regularizers")
+    n_global_views: int = F(1, 1, 8, legacy=1, doc="global crops per image: 1 for the masked recipes, 2 for LeJEPA (loss.objective='lejepa' only)")
+    n_local_crops: int = F(0, 0, 16, doc="extra small crops per image (multi-crop): views of the C-JEPA term ('cjepa' in loss.regularizers) or of LeJEPA's loss")
     local_crop_scale: tuple[float, float] = F((0.05, 0.3), 0.0, 1.0, lo_open=True, doc="area range of local crops")
     local_crop_size: int = F(96, 8, 4096, doc="side of local crops, pixels")
     eval_crop_fraction: float = F(1.0, 0.0, 1.0, lo_open=True, doc="eval: resize the short side to image_size / this, centre-crop image_size (ImageNet: 0.875)")
@@ -111,22 +112,25 @@ class ModelConfig:
     n_levels: int = F(3, 1, 6, doc="hierarchy levels; level l predicts targets pooled over 2**l x 2**l patches")
     level_blocks: Optional[list[int]] = F(None, 1, doc="encoder block (1-based) whose output is each level's target; None: last")
     fpn: bool = F(False, doc="top-down (FPN-style) fusion of coarser-level targets into finer ones")
+    projector: Optional[list[int]] = F(None, 1, legacy=None, doc="widths of the projector MLP (Linear-BatchNorm-ReLU, the last Linear alone) on the mean encoder token; LeJEPA's loss and SIGReg with reg_on='projected' act on its output. None: no projector")
 
 @dataclass
 class LossConfig:
-    "Prediction loss per level and optional regularisers."
+    "Prediction loss per level and optional regularisers, or LeJEPA's objective."
+    objective: Literal["masked", "lejepa"] = F("masked", legacy="masked", doc="masked: predict masked blocks on every level (I-JEPA, H-JEPA; C-JEPA adds its term); lejepa: (1-λ)·every view's projection against the global views' mean + λ·SIGReg, without masks, predictor or EMA (LeJEPA, λ = sigreg_weight)")
     pred_loss: Literal["smooth_l1", "mse", "huber"] = F("smooth_l1", doc="element-wise loss (official: smooth L1, beta 1)")
     huber_delta: float = F(1.0, 0.0, lo_open=True, doc="delta of the Huber loss (pred_loss='huber' only)")
     target_norm: Literal["layer_norm", "l2", "none"] = F("layer_norm", doc="normalisation of targets (official: layer_norm)")
     level_weights: Optional[list[float]] = F(None, 0.0, doc="loss weight per level; None: first n_levels of (1.0, 0.7, 0.5, 0.35, 0.25, 0.18)")
     regularizers: list[Literal["vicreg", "sigreg", "cjepa"]] = F([], doc="extra terms to add: VICReg, SIGReg (LeJEPA), C-JEPA's VICReg on the views' mean representations")
-    reg_on: Literal["context_mean", "context_tokens", "target_mean"] = F("context_mean", doc="embeddings the regularisers act on")
+    reg_on: Literal["context_mean", "context_tokens", "target_mean", "projected"] = F("context_mean", doc="embeddings the regularisers act on (projected: the projector's output of the context mean)")
     vicreg_weight: float = F(1.0, 0.0, doc="weight of the VICReg term")
     vicreg_var_coeff: float = F(1.0, 0.0, doc="VICReg variance-hinge coefficient")
     vicreg_cov_coeff: float = F(0.04, 0.0, doc="VICReg covariance coefficient")
     vicreg_inv_coeff: float = F(0.0, 0.0, doc="VICReg invariance coefficient (between context and target embeddings)")
     vicreg_eps: float = F(1e-4, 0.0, lo_open=True, doc="epsilon inside the VICReg std")
-    sigreg_weight: float = F(0.05, 0.0, doc="weight of the SIGReg term (LeJEPA)")
+    sigreg_weight: float = F(0.05, 0.0, doc="weight of the SIGReg term; LeJEPA's λ (0.05)")
+    sigreg_mix: bool = F(False, legacy=False, doc="LeJEPA's weighting: loss = (1 - sigreg_weight)·(the other terms) + sigreg_weight·SIGReg, instead of adding sigreg_weight·SIGReg")
     sigreg_slices: int = F(1024, 1, doc="random directions K")
     sigreg_t_max: float = F(3.0, 0.0, lo_open=True, doc="largest frequency t of the Epps-Pulley integral")
     sigreg_points: int = F(17, 3, doc="quadrature points of the Epps-Pulley integral (odd)")
@@ -144,7 +148,7 @@ class OptimConfig:
     warmup_fraction: float = F(0.1, 0.0, 1.0, doc="fraction of optimizer steps spent warming up")
     weight_decay: float = F(0.04, 0.0, doc="weight decay at step 0")
     final_weight_decay: float = F(0.4, 0.0, doc="weight decay at the last step (cosine)")
-    betas: tuple[float, float] = F((0.9, 0.95), 0.0, 1.0, hi_open=True, doc="AdamW betas")
+    betas: tuple[float, float] = F((0.9, 0.999), 0.0, 1.0, hi_open=True, doc="AdamW betas: torch's default (0.9, 0.999), as the official I-JEPA and LeJEPA code; (0.9, 0.95), MAE's and this project's default before, stays a choice")
     grad_clip: Optional[float] = F(None, 0.0, lo_open=True, doc="clip the global grad norm; None: no clipping")
     accum_steps: int = F(1, 1, doc="micro-batches per optimizer step")
     ema: tuple[float, float] = F((0.996, 1.0), 0.0, 1.0, doc="EMA momentum, linear from first to second over the run")
@@ -159,7 +163,7 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "fp16"] = F("fp32", doc="autocast dtype (fp16 on CUDA only, with GradScaler)")
     device: Literal["auto", "cpu", "cuda", "mps"] = F("auto", doc="auto: CUDA > MPS > CPU")
     threads: Optional[int] = F(None, 1, doc="torch.set_num_threads; None: torch's default")
-    target_encoder: Literal["ema", "shared"] = F("ema", doc="EMA copy (official) or the context encoder itself (pair with SIGReg)")
+    target_encoder: Literal["ema", "shared"] = F("ema", doc="EMA copy (official I-JEPA) or the context encoder itself (LeJEPA; the sigreg preset)")
     compile: bool = F(False, doc="torch.compile every transformer block (regional compilation, dynamic token counts)")
     out_dir: str = F("runs/default", doc="run directory")
     resume: str = F("none", doc="'none', 'auto' (latest good checkpoint in out_dir) or a checkpoint path")
@@ -356,6 +360,22 @@ def validate(cfg: Config) -> Config:
         if max(m.level_blocks) > m.depth:
             raise ConfigError(f"model.level_blocks={m.level_blocks} names a block beyond model.depth={m.depth}")
     if m.fpn and m.n_levels == 1: raise ConfigError("model.fpn=True needs model.n_levels > 1")
+    lejepa = l.objective == "lejepa"
+    if lejepa:  # LeJEPA trains on views: nothing of the masked recipe applies (the hierarchy included)
+        why = ("loss.objective='lejepa' trains on whole views without masks, predictor or levels (for hierarchical "
+               "prediction with SIGReg the LeJEPA way use the preset 'hjepa+sigreg')")
+        for f in fields(MaskConfig): _unused(cfg, "mask", f.name, why)
+        for n in ("pred_levels", "level_blocks", "fpn"): _unused(cfg, "model", n, why)  # pred_dim etc.: a size preset's, unused
+        if m.n_levels != 1: raise ConfigError(f"model.n_levels={m.n_levels} has no effect because {why}; set model.n_levels=1")
+        for n in ("pred_loss", "target_norm", "level_weights", "regularizers", "reg_on", "sigreg_mix"): _unused(cfg, "loss", n, why)
+        if m.projector is None: raise ConfigError("loss.objective='lejepa' needs model.projector (LeJEPA's loss acts on projections), e.g. [2048, 2048, 128]")
+        if t.target_encoder != "shared": raise ConfigError("loss.objective='lejepa' has no EMA target: set train.target_encoder='shared'")
+        if d.n_global_views + d.n_local_crops < 2: raise ConfigError(f"loss.objective='lejepa' needs at least two views; data.n_global_views={d.n_global_views}, data.n_local_crops={d.n_local_crops}")
+    else:
+        _unused(cfg, "data", "n_global_views", "the masked recipes predict from one global view (loss.objective='masked')")
+        if (m.projector is None) != (l.reg_on != "projected"):
+            raise ConfigError(f"model.projector={m.projector} and loss.reg_on={l.reg_on!r}: a projector is used by "
+                              "loss.objective='lejepa' or by the regularisers with reg_on='projected', and that needs one")
     if m.n_levels == 1:
         _unused(cfg, "mask", "nested", "model.n_levels=1 has no coarser levels")
         _unused(cfg, "model", "pred_levels", "model.n_levels=1 has one level to predict")
@@ -375,13 +395,15 @@ def validate(cfg: Config) -> Config:
     if d.n_local_crops == 0:
         for n in ("local_crop_scale", "local_crop_size"): _unused(cfg, "data", n, "data.n_local_crops=0")
     else:
-        if "cjepa" not in l.regularizers:
+        if "cjepa" not in l.regularizers and not lejepa:
             raise ConfigError(f"data.n_local_crops={d.n_local_crops} has no use here: local crops are views of the C-JEPA "
-                              f"term only ('cjepa' in loss.regularizers, e.g. the 'cjepa' preset), which pulls each crop's "
-                              f"mean representation to the target's; loss.regularizers={l.regularizers} (plain ijepa/hjepa "
-                              "predict masked blocks of one view). Set data.n_local_crops=0 or add 'cjepa'.")
-        if d.local_crop_size % m.patch_size:
-            raise ConfigError(f"data.local_crop_size={d.local_crop_size} must be divisible by model.patch_size={m.patch_size}")
+                              f"term ('cjepa' in loss.regularizers, e.g. the 'cjepa' preset), which pulls each crop's "
+                              f"mean representation to the target's, or of LeJEPA's loss (loss.objective='lejepa'); "
+                              f"loss.regularizers={l.regularizers} (plain ijepa/hjepa predict masked blocks of one view). "
+                              "Set data.n_local_crops=0 or add 'cjepa'.")
+        if d.local_crop_size % m.patch_size or d.local_crop_size > d.image_size:
+            raise ConfigError(f"data.local_crop_size={d.local_crop_size} must be divisible by model.patch_size={m.patch_size} "
+                              f"and at most data.image_size={d.image_size}")
     if d.dataset in ("shapes", "scenes", "digits"):
         for n in ("data_dir", "class_list"): _unused(cfg, "data", n, f"data.dataset={d.dataset!r} is generated in memory")
     else:
@@ -398,7 +420,7 @@ def validate(cfg: Config) -> Config:
     if not {"vicreg", "sigreg"} & set(l.regularizers):  # C-JEPA always uses the context and target means
         _unused(cfg, "loss", "reg_on", f"only 'vicreg' and 'sigreg' use it; loss.regularizers={l.regularizers}")
     for term, names in dict(vicreg=("vicreg_weight", "vicreg_var_coeff", "vicreg_cov_coeff", "vicreg_inv_coeff", "vicreg_eps"),
-                            sigreg=("sigreg_weight", "sigreg_slices", "sigreg_t_max", "sigreg_points"),
+                            sigreg=() if lejepa else ("sigreg_weight", "sigreg_slices", "sigreg_t_max", "sigreg_points", "sigreg_mix"),
                             cjepa=("cjepa_weight", "cjepa_sim_coeff", "cjepa_std_coeff", "cjepa_cov_coeff")).items():
         if term not in l.regularizers:
             for n in names: _unused(cfg, "loss", n, f"'{term}' is not in loss.regularizers={l.regularizers}")
@@ -418,6 +440,11 @@ PRESETS = dict(
     hjepa=dict(model=dict(n_levels=3), mask=dict(n_targets=[4, 2, 1], nested=True, context_cut="level0")),
     cjepa=dict(model=dict(n_levels=1), mask=dict(n_targets=[4], context="ijepa", nested=False),
                loss=dict(regularizers=["cjepa"])),
+    lejepa=dict(model=dict(n_levels=1, projector=[2048, 2048, 128]), loss=dict(objective="lejepa", sigreg_weight=0.05),
+                data=dict(n_global_views=2, n_local_crops=6, augment="3aug"), train=dict(target_encoder="shared"),
+                optim=dict(weight_decay=0.05, final_weight_decay=0.05)),
+    sigreg=dict(model=dict(projector=[2048, 2048, 128]), train=dict(target_encoder="shared"),
+                loss=dict(regularizers=["sigreg"], reg_on="projected", sigreg_mix=True, sigreg_weight=0.05)),
     tiny=dict(data=dict(dataset="shapes", image_size=32, batch_size=64, n_train=4096),
               model=dict(patch_size=4, embed_dim=192, depth=6, num_heads=3, pred_dim=96, pred_depth=3, pred_heads=3,
                          patch_init="xavier"),

@@ -633,22 +633,21 @@ def _crop(d: DataConfig, size: int, scale) -> Callable:
                        *_photometric(d, size), *_finish()])
 
 class MultiCrop:
-    "Apply a global transform once and a local one `n_local` times: `[global, local_1, ..., local_n]`."
-    def __init__(self, global_tf: Callable, local_tf: Callable, n_local: int):
-        self.global_tf, self.local_tf, self.n_local = global_tf, local_tf, n_local
+    "Apply a global transform `n_global` times and a local one `n_local` times: `[global_1, ..., local_1, ...]`."
+    def __init__(self, global_tf: Callable, local_tf: Optional[Callable], n_local: int, n_global: int = 1):
+        self.global_tf, self.local_tf, self.n_local, self.n_global = global_tf, local_tf, n_local, n_global
     def __call__(self, img) -> list[torch.Tensor]:
-        return [self.global_tf(img)] + [self.local_tf(img) for _ in range(self.n_local)]
-    def __repr__(self): return f"MultiCrop(n_local={self.n_local},\n global={self.global_tf},\n local={self.local_tf})"
+        return [self.global_tf(img) for _ in range(self.n_global)] + [self.local_tf(img) for _ in range(self.n_local)]
+    def __repr__(self):
+        return f"MultiCrop(n_global={self.n_global}, n_local={self.n_local},\n global={self.global_tf},\n local={self.local_tf})"
 
 def train_transform(cfg: Config) -> Callable:
-    "The training augmentation: minimal or 3aug crop, and a `MultiCrop` when `data.n_local_crops > 0`."
+    "The training augmentation: minimal or 3aug crop, and a `MultiCrop` with several global views or local crops."
     d = cfg.data
     g = _crop(d, d.image_size, d.crop_scale)
-    if d.n_local_crops == 0: return g
-    if d.local_crop_size > d.image_size:
-        raise ConfigError(f"data.local_crop_size={d.local_crop_size} exceeds data.image_size={d.image_size}; "
-                          "local crops must not be larger than the global crop")
-    return MultiCrop(g, _crop(d, d.local_crop_size, d.local_crop_scale), d.n_local_crops)
+    if d.n_local_crops == 0 and d.n_global_views == 1: return g
+    local = _crop(d, d.local_crop_size, d.local_crop_scale) if d.n_local_crops else None
+    return MultiCrop(g, local, d.n_local_crops, d.n_global_views)
 
 def eval_transform(cfg: Config) -> v2.Compose:
     "Resize the shorter side to `image_size / eval_crop_fraction`, centre crop `image_size`, normalise."

@@ -14,10 +14,11 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from .config import Config, ConfigError, level_weights
+from .models import masked_mean
 
 # %% auto #0
 __all__ = ['normalize_target', 'prediction_loss', 'vicreg_loss', 'sigreg_directions', 'epps_pulley_grid',
-           'sigreg_expected_gaussian', 'sigreg_loss', 'cjepa_loss', 'masked_mean', 'reg_embeddings', 'HJEPALoss',
+           'sigreg_expected_gaussian', 'sigreg_loss', 'cjepa_loss', 'lejepa_loss', 'reg_embeddings', 'HJEPALoss',
            'build_loss', 'rankme', 'embedding_stats', 'collapse_warnings']
 
 # %% ../nbs/05_losses.ipynb #c3304dbd
@@ -213,32 +214,37 @@ def cjepa_loss(
     out["loss"] = sim_coeff * out["inv"] + std_coeff * out["var"] + cov_coeff * out["cov"]
     return out
 
-# %% ../nbs/05_losses.ipynb #9d073a71
-def masked_mean(
-    tokens: Tensor,  # (B, N, D)
-    valid: Optional[Tensor] = None,  # (B, N) bool; None: all valid
-) -> Tensor:  # (B, D) mean over valid tokens (0 for a sample without any)
-    "Per-sample mean over the valid tokens."
-    if valid is None: return tokens.mean(1)
-    if valid.shape != tokens.shape[:2] or valid.dtype != torch.bool:
-        raise ValueError(f"valid must be a bool tensor of shape {tuple(tokens.shape[:2])}; got {valid.dtype} {tuple(valid.shape)}")
-    s = torch.where(valid.unsqueeze(-1), tokens, 0.0).sum(1)
-    return s / valid.sum(1, keepdim=True).clamp(min=1).to(s.dtype)
+# %% ../nbs/05_losses.ipynb #488f7770
+def lejepa_loss(
+    z: Tensor,  # (V, B, K) projections of every view, the n_global global views first
+    n_global: int,  # global views: the centre is their mean
+    lam: float = 0.05,  # λ: weight of SIGReg, 1 - λ that of the prediction term
+    step: int = 0,  # global step: seeds SIGReg's directions
+    slices: int = 1024, t_max: float = 3.0, n_points: int = 17,  # SIGReg's parameters (`sigreg_loss`)
+) -> dict:  # "loss", "inv", "sigreg" (scalar tensors)
+    "LeJEPA's loss: (1-λ)·mean ‖c − z_v‖² with c the global views' mean, plus λ·SIGReg of each view, averaged."
+    if z.ndim != 3 or not 1 <= n_global <= z.shape[0]:
+        raise ValueError(f"z must be (V, B, K) with 1 <= n_global <= V; got shape {tuple(z.shape)}, n_global={n_global}")
+    inv = (z[:n_global].mean(0) - z).float().square().mean()
+    sig = sigreg_loss(z, step, slices, t_max, n_points)
+    return dict(loss=(1 - lam) * inv + lam * sig, inv=inv, sigreg=sig)
 
+# %% ../nbs/05_losses.ipynb #9d073a71
 def reg_embeddings(
     out: dict,  # the model's output (needs "context", "context_valid", "target_tokens")
-    on: Literal["context_mean", "context_tokens", "target_mean"] = "context_mean",  # `loss.reg_on`
-) -> Tensor:  # (B, D) or (B*Nc valid, D)
+    on: Literal["context_mean", "context_tokens", "target_mean", "projected"] = "context_mean",  # `loss.reg_on`
+) -> Tensor:  # (B, D), (B*Nc valid, D) or (B, K)
     "The embeddings the regularisers act on."
     ctx, cv = out["context"], out.get("context_valid")
+    if on == "projected": return out["projected"]
     if on == "context_mean": return masked_mean(ctx, cv)
     if on == "context_tokens": return ctx.flatten(0, 1) if cv is None else ctx[cv]
     if on == "target_mean": return out["target_tokens"].detach().mean(1)
-    raise ValueError(f"reg_on={on!r} is not allowed; choose one of ['context_mean', 'context_tokens', 'target_mean']")
+    raise ValueError(f"reg_on={on!r} is not allowed; choose one of ['context_mean', 'context_tokens', 'target_mean', 'projected']")
 
 # %% ../nbs/05_losses.ipynb #b3daa8b8
 class HJEPALoss(nn.Module):
-    "Weighted per-level prediction loss plus the regularisers of `cfg.loss.regularizers`."
+    "Weighted per-level prediction loss plus the regularisers of `cfg.loss.regularizers`, or LeJEPA's loss (`loss.objective`)."
     def __init__(self, cfg: Config):
         super().__init__()
         self.lc, self.weights = cfg.loss, level_weights(cfg)
@@ -248,7 +254,12 @@ class HJEPALoss(nn.Module):
         out: dict,  # the output of `HJEPA.forward`
         step: int = 0,  # global optimizer step (seeds SIGReg's directions)
     ) -> dict:  # "loss" (tensor with grad) and detached floats per component
-        lc, levels = self.lc, out["levels"]
+        lc = self.lc
+        if lc.objective == "lejepa":
+            r = lejepa_loss(out["views"], out["n_global"], lc.sigreg_weight, step, lc.sigreg_slices, lc.sigreg_t_max, lc.sigreg_points)
+            vals = torch.stack([r["inv"].detach(), r["sigreg"].detach()]).tolist()
+            return {"loss": r["loss"], "lejepa/inv": vals[0], "sigreg": vals[1]}
+        levels = out["levels"]
         if len(levels) != len(self.weights):
             raise ValueError(f"the model returned {len(levels)} levels but the loss has level weights "
                              f"{self.weights} (model.n_levels / loss.level_weights)")
@@ -270,14 +281,14 @@ class HJEPALoss(nn.Module):
                             (c_mean, t_mean) if lc.vicreg_inv_coeff > 0 else None, lc.vicreg_inv_coeff)
             logs.update({"vicreg": r["loss"], **{f"vicreg/{k}": r[k] for k in ("var", "cov", "inv") if k in r}})
             loss = loss + lc.vicreg_weight * r["loss"]
-        if "sigreg" in regs:
-            s = sigreg_loss(z, step, lc.sigreg_slices, lc.sigreg_t_max, lc.sigreg_points)
-            logs["sigreg"], loss = s, loss + lc.sigreg_weight * s
         if "cjepa" in regs:  # the views: the context mean and each local crop's mean (multi-crop)
             views = [c_mean] + ([] if out.get("local") is None else list(out["local"].mean(2)))
             r = cjepa_loss(views, t_mean, lc.cjepa_sim_coeff, lc.cjepa_std_coeff, lc.cjepa_cov_coeff)
             logs.update({"cjepa": r["loss"], **{f"cjepa/{k}": r[k] for k in ("inv", "var", "cov")}})
             loss = loss + lc.cjepa_weight * r["loss"]
+        if "sigreg" in regs:  # last: with sigreg_mix, LeJEPA's (1 - λ)·(everything else) + λ·SIGReg
+            s, w = sigreg_loss(z, step, lc.sigreg_slices, lc.sigreg_t_max, lc.sigreg_points), lc.sigreg_weight
+            logs["sigreg"], loss = s, ((1 - w) * loss if lc.sigreg_mix else loss) + w * s
         vals = torch.stack([v.detach().float() for v in logs.values()]).tolist()
         return {"loss": loss, **dict(zip(logs, vals))}
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+from torchvision.ops import MLP
 from timm.layers import Attention as TimmAttention, build_sincos2d_pos_embed, trunc_normal_
 from timm.models.vision_transformer import Block as TimmBlock
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:  # hjepa.masks is only needed for type hints; the model reads 
 _log = logging.getLogger("hjepa.models")
 
 # %% auto #0
-__all__ = ['sincos_pos_embed', 'rope_angles', 'apply_rope', 'Attention', 'Block', 'init_vit_weights', 'run_blocks', 'gather_tokens', 'ViTEncoder', 'ema_update_', 'target_copy', 'level_pos_embed', 'Predictor', 'pool_levels', 'HJEPA']
+__all__ = ['sincos_pos_embed', 'rope_angles', 'apply_rope', 'Attention', 'Block', 'init_vit_weights', 'run_blocks', 'gather_tokens', 'ViTEncoder', 'ema_update_', 'target_copy', 'level_pos_embed', 'Predictor', 'masked_mean', 'pool_levels', 'HJEPA']
 
 # %% ../nbs/02_encoders.ipynb #29af9bf0
 def sincos_pos_embed(h: int, # rows of the patch grid
@@ -404,6 +405,17 @@ def _key_mask(ctx_valid, L):
     return torch.cat([ctx_valid, pad], 1)[:, None, None, :]
 
 # %% ../nbs/04_hjepa.ipynb #ee66a6a4
+def masked_mean(
+    tokens: torch.Tensor,  # (B, N, D)
+    valid: Optional[torch.Tensor] = None,  # (B, N) bool; None: all valid
+) -> torch.Tensor:  # (B, D) mean over valid tokens (0 for a sample without any)
+    "Per-sample mean over the valid tokens."
+    if valid is None: return tokens.mean(1)
+    if valid.shape != tokens.shape[:2] or valid.dtype != torch.bool:
+        raise ValueError(f"valid must be a bool tensor of shape {tuple(tokens.shape[:2])}; got {valid.dtype} {tuple(valid.shape)}")
+    s = torch.where(valid.unsqueeze(-1), tokens, 0.0).sum(1)
+    return s / valid.sum(1, keepdim=True).clamp(min=1).to(s.dtype)
+
 def pool_levels(feats: Sequence[torch.Tensor], # per level: (B, N, D) patch features on the level-0 grid
                 grid: tuple[int, int], # level-0 grid (h, w)
                 fpn: bool = False, # top-down fusion: level l += 2x nearest upsample of the fused level l+1, halved
@@ -445,9 +457,11 @@ class HJEPA(nn.Module):
             raise ConfigError(f"model.level_blocks={m.level_blocks} needs {m.n_levels} entries in [1, {m.depth}]")
         if m.fpn and m.n_levels == 1: raise ConfigError("model.fpn=True needs model.n_levels > 1")
         self.n_levels, self.fpn, self.shared = m.n_levels, m.fpn, cfg.train.target_encoder == "shared"
+        self.lejepa, self.n_global = cfg.loss.objective == "lejepa", cfg.data.n_global_views
         self.context_encoder = ViTEncoder.from_config(cfg)
         self.target_encoder = None if self.shared else target_copy(self.context_encoder)
-        self.predictor = Predictor.from_config(cfg)
+        self.predictor = None if self.lejepa else Predictor.from_config(cfg)
+        self.projector = None if m.projector is None else MLP(m.embed_dim, list(m.projector), norm_layer=nn.BatchNorm1d)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -475,7 +489,8 @@ class HJEPA(nn.Module):
                 images, # (B, 3, H, W), or multi-crop's list: that global view, then local crops (B, 3, h, w)
                 masks: "Masks", # context and per-level target indices (`hjepa.masks.Masks`)
                ) -> dict:
-        "Per-level predictions and raw pooled targets `(B, M_l*K_l, D)`, the context tokens, the target tokens (and `local`)."
+        "Per-level predictions and raw pooled targets `(B, M_l*K_l, D)`, the context tokens, the target tokens (and `local`, `projected`); LeJEPA's `views`."
+        if self.lejepa: return self._views(list(images) if isinstance(images, (list, tuple)) else [images])
         local = None
         if isinstance(images, (list, tuple)):
             images, *crops = images
@@ -500,7 +515,16 @@ class HJEPA(nn.Module):
             levels.append(dict(pred=p, target=gather_tokens(mp, t.flatten(1)), valid=valid))
         out = dict(levels=levels, context=ctx, context_valid=masks.context_valid, target_tokens=tokens)
         if local is not None: out["local"] = local  # (V, B, N_local, D), with grad
+        if self.projector is not None: out["projected"] = self.projector(masked_mean(ctx, masks.context_valid))
         return out
+
+    def _views(self, views):
+        "LeJEPA: every view whole through the context encoder (global views in one pass, local ones in another), mean token, projector: `views` (V, B, K)."
+        B, groups = views[0].shape[0], [views[:self.n_global], views[self.n_global:]]
+        tokens = [self.context_encoder(torch.cat(g)) for g in groups if g]
+        z = self.projector(torch.cat([t.mean(1) for t in tokens])).unflatten(0, (len(views), B))  # BatchNorm over all views
+        first = tokens[0][:B]  # the first global view's tokens: what the collapse monitor watches
+        return dict(views=z, n_global=self.n_global, context=first, context_valid=None, target_tokens=first.detach())
 
     @torch.no_grad()
     def encode(self,

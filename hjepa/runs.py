@@ -23,11 +23,11 @@ import torch
 from .config import Config, ConfigError, config_hash, from_dict, load_config
 
 # %% auto #0
-__all__ = ['CKPT_FORMAT', 'REQUIRED', 'RESUME_KEYS', 'SUMMARY_ACC', 'RunDir', 'CheckpointError', 'nonfinite', 'write_checkpoint',
-           'read_checkpoint', 'list_checkpoints', 'prune_checkpoints', 'newest_good_checkpoint', 'config_from_plain',
-           'shape_differences', 'check_fits', 'load_model', 'cpu_gflops', 'select_device', 'environment',
-           'read_metrics', 'plot_run', 'write_summary', 'read_summary', 'budget_label', 'run_record', 'read_records',
-           'append_records', 'same_machine', 'match_records']
+__all__ = ['CKPT_FORMAT', 'REQUIRED', 'RESUME_KEYS', 'SUMMARY_ACC', 'COLLAPSE_STATS', 'RunDir', 'CheckpointError', 'nonfinite',
+           'write_checkpoint', 'read_checkpoint', 'list_checkpoints', 'prune_checkpoints', 'newest_good_checkpoint',
+           'config_from_plain', 'shape_differences', 'check_fits', 'load_model', 'cpu_gflops', 'select_device',
+           'environment', 'read_metrics', 'plot_run', 'write_summary', 'read_summary', 'budget_label', 'run_record',
+           'read_records', 'append_records', 'same_machine', 'match_records']
 
 # %% ../nbs/07a_runs.ipynb #a628f736
 class RunDir:
@@ -303,10 +303,16 @@ def plot_run(run_dir, # a run directory
 
 # %% ../nbs/07a_runs.ipynb #1e5ffdd0
 SUMMARY_ACC = ("knn_top1", "knn_top5", "probe_train", "probe_val", "probe_test")
+COLLAPSE_STATS = ("spread", "crank", "std", "rank", "rank_frac", "norm", "sigreg")
 
 def _last_numbers(recs: list[dict]) -> dict:
     return {k: float(v) for k, v in (recs[-1] if recs else {}).items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step", "epoch")}
+
+def _loss_near(tr: list[dict], step: int) -> Optional[float]:
+    "Mean logged training loss over the steps in (0.9·step, step]; None when none was logged there."
+    v = [x["loss"] for x in tr if 0.9 * step < x.get("step", -1) <= step and isinstance(x.get("loss"), (int, float))]
+    return float(np.mean(v)) if v else None
 
 def write_summary(run_dir, # a finished run directory
                   res: dict, # `hjepa.eval.evaluate` output, with its baselines
@@ -324,11 +330,13 @@ def write_summary(run_dir, # a finished run directory
              planned_steps=read_checkpoint(r.final).get("total") if r.final.exists() else None,
              stopped=ev[-1]["message"] if ev else None, wall_time_s=round(wall_time_s, 1),
              images_per_s=float(np.median(ips)) if ips else None,
-             final={k: v for k, v in _last_numbers(tr).items() if k.startswith(("loss", "pred_loss", "sigreg", "vicreg", "cjepa"))},
-             collapse={k: v for k, v in _last_numbers(mon).items() if k.split("/")[0] in ("std", "rank", "rank_frac", "norm", "sigreg")},
+             final={k: v for k, v in _last_numbers(tr).items() if k.startswith(("loss", "pred_loss", "sigreg", "vicreg", "cjepa", "lejepa"))},
+             collapse={k: v for k, v in _last_numbers(mon).items() if k.split("/")[0] in COLLAPSE_STATS},
+             collapse_first={k: v for k, v in _last_numbers(mon[:1]).items() if k.split("/")[0] in ("spread", "crank")},
              eval={k: res[k] for k in SUMMARY_ACC}, random_init={k: res["random_init"][k] for k in SUMMARY_ACC},
              pixels={k: res["pixels"][k] for k in SUMMARY_ACC},
-             collapse_warnings=sum(bool(x.get("warnings")) for x in mon), curve=list(curve))
+             collapse_warnings=sum(bool(x.get("warnings")) for x in mon),
+             curve=[dict(c, loss=_loss_near(tr, c["step"])) for c in curve])
     r.summary.write_text(json.dumps(m, indent=1))
     return m
 
@@ -365,6 +373,8 @@ def run_record(run_dir, # a finished run directory (with `metrics.json`)
                 pix_knn=m["pixels"]["knn_top1"], pix_probe=m["pixels"]["probe_test"],
                 std_ctx=c.get("std/context"), std_tgt=c.get("std/target"), rank_ctx=c.get("rank/context"),
                 rank_tgt=c.get("rank/target"), rankfrac_tgt=c.get("rank_frac/target"), warnings=m["collapse_warnings"],
+                crank_tgt=c.get("crank/target"), crank0_tgt=m.get("collapse_first", {}).get("crank/target"),
+                spread_tgt=c.get("spread/target"), spread0_tgt=m.get("collapse_first", {}).get("spread/target"),
                 curve=json.dumps(m.get("curve", [])))
 
 def _budget(b):  # rows made before step budgets hold the budget as minutes (a number)

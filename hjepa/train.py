@@ -29,7 +29,8 @@ from .data import DataError, split_size
 from .runs import (RESUME_KEYS, CheckpointError, RunDir, check_fits, environment, list_checkpoints,
                         newest_good_checkpoint, prune_checkpoints, read_checkpoint, read_metrics, select_device,
                         shape_differences, write_checkpoint)
-from .losses import collapse_warnings, embedding_stats, masked_mean
+from .losses import collapse_warnings, embedding_stats
+from .models import masked_mean
 
 log = logging.getLogger("hjepa.train")
 
@@ -198,11 +199,11 @@ def default_loader(cfg: Config, # the run's config
                    start_batch: int = 0, # skip this many batches (resume)
                    distributed: bool = False, # shard with a DistributedSampler
                   ):
-    "`hjepa.data.build_loader` with the configured masker (`mask.kind`): batches `(images, labels, masks)`."
+    "`hjepa.data.build_loader` with the configured masker (`mask.kind`): batches `(images, labels, masks)`; LeJEPA validates on augmented views, as its loss is defined on views."
     from hjepa.data import build_loader
     from hjepa.masks import build_masker
     return build_loader(cfg, split, masker=build_masker(cfg), epoch=epoch, start_batch=start_batch,
-                        distributed=distributed)
+                        distributed=distributed, transform="train" if cfg.loss.objective == "lejepa" else None)
 
 # %% ../nbs/07_train.ipynb #042f97d8
 def _env_int(name, default=0):
@@ -455,7 +456,7 @@ class Trainer:
                 images, masks = _to(images, self.device), _to(masks, self.device)
                 with self._autocast():
                     res = self.loss_fn(self.model(images, masks), step)
-                b = images.shape[0]
+                b = labels.shape[0]  # images may be a list of views
                 for k, v in res.items():
                     if _float(v) is not None: sums[k] = sums.get(k, 0.0) + _float(v) * b
                 count += b
