@@ -375,6 +375,7 @@ def run_record(run_dir, # a finished run directory (with `metrics.json`)
                 rank_tgt=c.get("rank/target"), rankfrac_tgt=c.get("rank_frac/target"), warnings=m["collapse_warnings"],
                 crank_tgt=c.get("crank/target"), crank0_tgt=m.get("collapse_first", {}).get("crank/target"),
                 spread_tgt=c.get("spread/target"), spread0_tgt=m.get("collapse_first", {}).get("spread/target"),
+                warn_step=next((x["step"] for x in read_metrics(run_dir, "monitor") if x.get("warnings")), None),
                 curve=json.dumps(m.get("curve", [])))
 
 def _budget(b):  # rows made before step budgets hold the budget as minutes (a number)
