@@ -160,7 +160,7 @@ def _check_pair(name, v, what):
 def _check_fit(prefix, scale, aspect, grid, where):
     lim, (H, W) = _scale_limit(grid, aspect), grid
     if scale[0] > lim + 1e-9:
-        raise ConfigError(f"{prefix}_scale={scale} with {prefix}_aspect={aspect} cannot fit the {H}x{W} {where}: "
+        raise ConfigError(f"mask.{prefix}_scale={scale} with mask.{prefix}_aspect={aspect} cannot fit the {H}x{W} {where}: "
                           f"at these aspect ratios the scale must be <= {lim:.3g} "
                           f"(or let the aspect range approach the grid's {H / W:.3g})")
 
