@@ -175,6 +175,7 @@ class TrainConfig:
     max_bad_steps: int = F(10, 1, doc="consecutive non-finite steps before the run stops")
     collapse_spread_ratio: float = F(0.25, 0.0, 1.0, legacy=0.25, doc="warn when the spread of the pooled embeddings (the share of their RMS norm that varies across images) falls below this fraction of its value at the first monitored step")
     collapse_rank_ratio: float = F(0.6, 0.0, 1.0, legacy=0.6, doc="warn when the RankMe of the centred pooled target embeddings falls below this fraction of its value at the first monitored step")
+    collapse_patience: int = F(4, 1, 1000, legacy=4, doc="warn only when a collapse statistic has been below its threshold at this many monitored steps in a row (a healthy run's context can dip for a step or two early on)")
     tensorboard: bool = F(False, doc="also write TensorBoard events")
     progress: bool = F(True, doc="show a tqdm progress bar")
 

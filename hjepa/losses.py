@@ -19,7 +19,7 @@ from .models import masked_mean
 # %% auto #0
 __all__ = ['normalize_target', 'prediction_loss', 'vicreg_loss', 'sigreg_directions', 'epps_pulley_grid',
            'sigreg_expected_gaussian', 'sigreg_loss', 'cjepa_loss', 'lejepa_loss', 'reg_embeddings', 'HJEPALoss',
-           'build_loss', 'rankme', 'embedding_stats', 'collapse_warnings']
+           'build_loss', 'rankme', 'embedding_stats', 'collapse_warnings', 'replay_collapse']
 
 # %% ../nbs/05_losses.ipynb #c3304dbd
 def normalize_target(
@@ -325,17 +325,33 @@ def collapse_warnings(
     rank_ratio: float = 0.6,  # train.collapse_rank_ratio
     rank_of: tuple = ("target",),  # whose `crank` is judged
     floor: float = 1e-3,  # a spread below this is one point whatever `ref` says
+    patience: int = 1,  # train.collapse_patience: warn once a statistic has been low at this many monitored steps in a row
+    previous: list = (),  # the monitor records before `stats` (most recent last), for the patience
 ) -> list[str]:
-    "Warnings for embeddings whose spread or centred rank fell far below their value at the first monitored step."
-    out = []
-    for k, v in stats.items():
-        kind, _, name = k.partition("/")
-        r = ref.get(k, v)
-        if kind == "spread" and (v < floor or v < spread_ratio * r):
-            out.append(f"collapse? {k}={v:.3g}, below {max(floor, spread_ratio * r):.3g} "
-                       f"(train.collapse_spread_ratio={spread_ratio} x {r:.3g} at the first monitored step)")
-        if kind == "crank" and name in rank_of and v < rank_ratio * r:
-            out.append(f"collapse? {k}={v:.3g}, below train.collapse_rank_ratio={rank_ratio} x {r:.3g} "
-                       "at the first monitored step")
-    return out
+    "Warnings for embeddings whose spread or centred rank fell far below their value at the first monitored step, `patience` times in a row."
+    def low(s):
+        out = {}
+        for k, v in s.items():
+            kind, _, name = k.partition("/")
+            r = ref.get(k, v)
+            if kind == "spread" and (v < floor or v < spread_ratio * r):
+                out[k] = (f"collapse? {k}={v:.3g}, below {max(floor, spread_ratio * r):.3g} "
+                          f"(train.collapse_spread_ratio={spread_ratio} x {r:.3g} at the first monitored step)")
+            if kind == "crank" and name in rank_of and v < rank_ratio * r:
+                out[k] = (f"collapse? {k}={v:.3g}, below train.collapse_rank_ratio={rank_ratio} x {r:.3g} "
+                          "at the first monitored step")
+        return out
+    now = low(stats)
+    if patience > 1:
+        if len(previous) < patience - 1: return []
+        for p in previous[len(previous) - (patience - 1):]: now = {k: m for k, m in now.items() if k in low(p)}
+    return [m + (f", {patience} monitored steps in a row" if patience > 1 else "") for m in now.values()]
+
+def replay_collapse(
+    records: list[dict],  # a run's monitor records in order (metrics.jsonl, kind 'monitor'); the first is the reference
+    spread_ratio: float = 0.25, rank_ratio: float = 0.6, patience: int = 1,  # the train.collapse_* settings
+) -> list[list[str]]:
+    "The warnings `collapse_warnings` gives each record of a run, as the trainer would: for runs monitored under an earlier rule."
+    return [collapse_warnings(r, records[0], spread_ratio, rank_ratio, patience=patience, previous=records[max(0, i - patience + 1):i])
+            for i, r in enumerate(records)]
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .config import Config, ConfigError, config_hash, from_dict, load_config
+from .losses import replay_collapse
 
 # %% auto #0
 __all__ = ['CKPT_FORMAT', 'REQUIRED', 'RESUME_KEYS', 'SUMMARY_ACC', 'COLLAPSE_STATS', 'RunDir', 'CheckpointError', 'nonfinite',
@@ -356,10 +357,12 @@ def budget_label(cfg: Config) -> str:
 def run_record(run_dir, # a finished run directory (with `metrics.json`)
                **labels, # the row's names, e.g. dataset, variant, seed
               ) -> dict:
-    "One record row of a finished run: `labels`, the budget and hash of its config, its machine, accuracies and collapse metrics."
+    "One record row of a finished run: `labels`, the budget and hash of its config, its machine, accuracies, collapse metrics and the collapse monitor's verdict (replayed under today's rule)."
     r = RunDir(run_dir)
     m, cfg = read_summary(run_dir), load_config(r.config)
     c, env = m["collapse"], json.loads(r.env.read_text()) if r.env.exists() else {}
+    mon, t = read_metrics(run_dir, "monitor"), cfg.train  # the collapse verdict under today's rule, replayed on the logged stats
+    warned = [x["step"] for x, w in zip(mon, replay_collapse(mon, t.collapse_spread_ratio, t.collapse_rank_ratio, t.collapse_patience) if mon else []) if w]
     dev = env.get("device", {})
     nb = r.root / "train.ipynb"  # papermill stores how long the whole report (training and evaluation) took
     run_s = json.loads(nb.read_text())["metadata"].get("papermill", {}).get("duration") if nb.exists() else None
@@ -372,10 +375,10 @@ def run_record(run_dir, # a finished run directory (with `metrics.json`)
                 rand_knn=m["random_init"]["knn_top1"], rand_probe=m["random_init"]["probe_test"],
                 pix_knn=m["pixels"]["knn_top1"], pix_probe=m["pixels"]["probe_test"],
                 std_ctx=c.get("std/context"), std_tgt=c.get("std/target"), rank_ctx=c.get("rank/context"),
-                rank_tgt=c.get("rank/target"), rankfrac_tgt=c.get("rank_frac/target"), warnings=m["collapse_warnings"],
+                rank_tgt=c.get("rank/target"), rankfrac_tgt=c.get("rank_frac/target"), warnings=len(warned),
                 crank_tgt=c.get("crank/target"), crank0_tgt=m.get("collapse_first", {}).get("crank/target"),
                 spread_tgt=c.get("spread/target"), spread0_tgt=m.get("collapse_first", {}).get("spread/target"),
-                warn_step=next((x["step"] for x in read_metrics(run_dir, "monitor") if x.get("warnings")), None),
+                warn_step=warned[0] if warned else None,
                 curve=json.dumps(m.get("curve", [])))
 
 def _budget(b):  # rows made before step budgets hold the budget as minutes (a number)

@@ -435,15 +435,16 @@ class Trainer:
                         target=out["target_tokens"].float().mean(1))
             for name, z in embs.items():
                 for k, v in embedding_stats(self._gather(z)).items(): rec[f"{k}/{name}"] = v
-        if getattr(self, "_collapse_ref", None) is None: self._collapse_ref = self._first_monitored(rec)
+        if getattr(self, "_collapse_ref", None) is None: self._collapse_ref, self._recent = self._first_monitored(rec)
         return rec
 
-    def _first_monitored(self, rec: dict) -> dict:
-        "The monitor record of the run's first monitored step: from metrics.jsonl after a resume, else `rec`."
+    def _first_monitored(self, rec: dict) -> tuple[dict, list]:
+        "The monitor record of the run's first monitored step and the latest ones (the patience's): from metrics.jsonl after a resume, else `rec` and none."
         if self.resume is not None:
             with contextlib.suppress(OSError, ValueError):
-                return next((r for r in read_metrics(self.run_dir, "monitor") if rec.keys() <= r.keys()), rec)
-        return rec
+                old = [r for r in read_metrics(self.run_dir, "monitor") if rec.keys() <= r.keys()]
+                if old: return old[0], old[len(old) + 1 - self.cfg.train.collapse_patience:] if self.cfg.train.collapse_patience > 1 else []
+        return rec, []
 
     @torch.no_grad()
     def validate(self, step: int) -> dict:
@@ -613,7 +614,9 @@ class Trainer:
             self._write(rec)
         if (s % t.monitor_every == 0 or s == 1) and info.get("_out") is not None:
             rec = self.monitor(info["_out"])
-            warns = collapse_warnings(rec, self._collapse_ref, t.collapse_spread_ratio, t.collapse_rank_ratio)
+            warns = collapse_warnings(rec, self._collapse_ref, t.collapse_spread_ratio, t.collapse_rank_ratio,
+                                      patience=t.collapse_patience, previous=self._recent)
+            self._recent = (self._recent + [rec])[1 - t.collapse_patience:] if t.collapse_patience > 1 else []
             for w in warns:
                 if self.is_main: log.warning(f"step {s}: {w}")
             self._write(dict(kind="monitor", step=s, epoch=self.epoch, **rec,

@@ -19,7 +19,8 @@ def test_monitor_flags_a_collapsing_run_and_not_a_healthy_one(tmp_path):
     assert healthy[0]["step"] == 1 and all(r["warnings"] == [] for r in healthy), [r["warnings"] for r in healthy]
     shared = _monitor(tmp_path / "shared", "train.target_encoder=shared")
     flagged = [r["step"] for r in shared if r["warnings"]]
-    assert flagged and flagged[0] <= 120, [(r["step"], r["crank/target"], r["spread/target"]) for r in shared]
+    # with train.collapse_patience=4 the first warning comes at the fourth low check in a row, well before the end
+    assert flagged and flagged[0] <= 200 - 20, [(r["step"], r["crank/target"], r["spread/target"]) for r in shared]
     assert any("crank/target" in w or "spread/" in w for r in shared for w in r["warnings"])
     for k in ("std/context", "std/target", "rank/context", "rank/target", "rank_frac/target"):  # read by the results page
         assert k in healthy[0], k
