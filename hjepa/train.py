@@ -20,7 +20,6 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -43,71 +42,46 @@ __all__ = ['log', 'warmup_steps', 'lr_at', 'wd_at', 'momentum_at', 'schedule', '
 # %% ../nbs/07_train.ipynb #16046136
 def _progress(step: int, start: int, end: int) -> float:
     "Where `step` lies in `[start, end]`, clamped to `[0, 1]` (1 when the interval is empty)."
-    if end <= start: return 1.0
-    return min(max((step - start) / (end - start), 0.0), 1.0)
+    return 1.0 if end <= start else min(max((step - start) / (end - start), 0.0), 1.0)
 
-def warmup_steps(total: int, # planned optimizer steps
-                 warmup_fraction: float, # fraction of them spent warming up
-                ) -> int:
-    "Number of warm-up steps: `round(warmup_fraction * total)`."
+def warmup_steps(total: int, warmup_fraction: float) -> int:
+    "Number of warm-up steps of a plan of `total` optimizer steps: `round(warmup_fraction * total)`."
     return int(round(warmup_fraction * total))
 
-def lr_at(step: int, # optimizer step, 0-based
-          total: int, # planned optimizer steps
-          lr: float, # peak learning rate, reached at the end of warm-up
-          start_lr: float, # learning rate at step 0
-          final_lr: float, # learning rate at the last step
-          warmup_fraction: float, # fraction of steps spent warming up
-         ) -> float:
-    "Linear warm-up `start_lr → lr`, then cosine `lr → final_lr` ending at step `total-1`."
+def lr_at(step: int, total: int, lr: float, start_lr: float, final_lr: float, warmup_fraction: float) -> float:
+    "Linear warm-up `start_lr → lr` over `warmup_steps`, then cosine `lr → final_lr` ending at step `total-1` (`step` is 0-based)."
     w = warmup_steps(total, warmup_fraction)
     if step < w: return start_lr + (lr - start_lr) * step / w
     p = _progress(step, w, total - 1)
     return final_lr + (lr - final_lr) * 0.5 * (1.0 + math.cos(math.pi * p))
 
-def wd_at(step: int, # optimizer step, 0-based
-          total: int, # planned optimizer steps
-          weight_decay: float, # value at step 0
-          final_weight_decay: float, # value at the last step
-         ) -> float:
+def wd_at(step: int, total: int, weight_decay: float, final_weight_decay: float) -> float:
     "Cosine from `weight_decay` (step 0) to `final_weight_decay` (step `total-1`)."
     p = _progress(step, 0, total - 1)
     return final_weight_decay + (weight_decay - final_weight_decay) * 0.5 * (1.0 + math.cos(math.pi * p))
 
-def momentum_at(step: int, # optimizer step, 0-based
-                total: int, # planned optimizer steps
-                ema: tuple, # (first, last) momentum
-               ) -> float:
+def momentum_at(step: int, total: int, ema: tuple) -> float:
     "EMA momentum, linear from `ema[0]` (step 0) to exactly `ema[1]` (step `total-1`)."
     m0, m1 = ema
     return m1 if total <= 1 else m0 + (m1 - m0) * _progress(step, 0, total - 1)
 
-def schedule(cfg: Config, # the run's config
-             step: int, # optimizer step, 0-based
-             total: int, # planned optimizer steps
-            ) -> dict:
-    "The `lr`, `wd` and `momentum` of optimizer step `step` (momentum is None without an EMA target)."
+def schedule(cfg: Config, step: int, total: int) -> dict:
+    "The `lr`, `wd` and `momentum` of optimizer step `step` of `total` (momentum is None without an EMA target)."
     o = cfg.optim
     return dict(lr=lr_at(step, total, o.lr, o.start_lr, o.final_lr, o.warmup_fraction),
                 wd=wd_at(step, total, o.weight_decay, o.final_weight_decay),
                 momentum=momentum_at(step, total, o.ema) if cfg.train.target_encoder == "ema" else None)
 
-def planned_steps(epochs: int, # passes over the data (0: bounded by max_steps only)
-                  steps_per_epoch: int, # optimizer steps in one pass
-                  max_steps: Optional[int] = None, # optional cap
-                 ) -> int:
-    "Optimizer steps the schedules span: `min(epochs * steps_per_epoch, max_steps)`."
+def planned_steps(epochs: int, steps_per_epoch: int, max_steps: Optional[int] = None) -> int:
+    "Optimizer steps the schedules span: `min(epochs * steps_per_epoch, max_steps)`; `epochs=0`: bounded by `max_steps` only."
     if epochs == 0:
         if max_steps is None: raise ConfigError("train.epochs=0 needs train.max_steps")
         return max_steps
-    n = epochs * steps_per_epoch
-    return n if max_steps is None else min(n, max_steps)
+    return epochs * steps_per_epoch if max_steps is None else min(epochs * steps_per_epoch, max_steps)
 
 # %% ../nbs/07_train.ipynb #0b38d32a
-def autocast_dtype(precision: str, # train.precision
-                   device: torch.device, # resolved device
-                  ) -> Optional[torch.dtype]:
-    "The autocast dtype (None for fp32); fp16 off CUDA is a `ConfigError`."
+def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    "The autocast dtype of `train.precision` on the resolved `device` (None for fp32); fp16 off CUDA is a `ConfigError`."
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError(f"train.precision='fp16' needs CUDA (GradScaler) but the device is {device.type!r}; "
                           "use 'bf16' or 'fp32'")
@@ -115,8 +89,7 @@ def autocast_dtype(precision: str, # train.precision
 
 def check_attn_backend(backend: str, # model.attn_backend
                        precision: str, # train.precision
-                       device: torch.device, # resolved device
-                      ):
+                       device: torch.device): # resolved device
     "`model.attn_backend='flash'` asks for flash-attn: a `ConfigError` where it could never run (package, device, fp32)."
     if backend != "flash": return
     from hjepa.models import _flash_available  # the attention layer's own test, so the two cannot drift apart
@@ -126,19 +99,16 @@ def check_attn_backend(backend: str, # model.attn_backend
     if why: raise ConfigError(f"model.attn_backend='flash' cannot be honoured: {why}. Allowed: 'flash' (CUDA, "
                               "bf16/fp16, flash_attn installed), 'auto' (flash-attn where it can run, else SDPA), 'sdpa'")
 
-def param_groups(model: nn.Module, # the model being trained
-                ) -> list[dict]:
-    "Two AdamW groups: decayed (>=2-D weights) and not decayed (biases, 1-D); frozen parameters are left out."
+def param_groups(model: nn.Module) -> list[dict]:
+    "Two AdamW groups of the model being trained: decayed (>=2-D weights) and not decayed (biases, 1-D); frozen parameters are left out."
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad: continue
         (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
     return [dict(params=decay, apply_wd=True), dict(params=no_decay, apply_wd=False, weight_decay=0.0)]
 
-def build_optimizer(model: nn.Module, # the model being trained
-                    cfg: Config, # uses optim.lr, weight_decay, betas
-                   ) -> torch.optim.AdamW:
-    "AdamW over `param_groups(model)` (fused kernel when every parameter is on the CPU, or every one on CUDA); lr and weight decay are set every step from `schedule`."
+def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.AdamW:
+    "AdamW over `param_groups(model)` with `cfg.optim`'s lr, weight decay and betas (fused kernel when every parameter is on the CPU, or every one on CUDA); lr and weight decay are set every step from `schedule`."
     o = cfg.optim
     groups = param_groups(model)
     groups[0]["weight_decay"] = o.weight_decay
@@ -150,8 +120,7 @@ def build_optimizer(model: nn.Module, # the model being trained
 
 def set_hparams(opt: torch.optim.Optimizer, # from `build_optimizer`
                 lr: float, # this step's learning rate
-                wd: float, # this step's weight decay (decayed group only)
-               ):
+                wd: float): # this step's weight decay (decayed group only)
     "Write this step's learning rate and weight decay into the optimizer's groups."
     for g in opt.param_groups:
         g["lr"] = lr
@@ -162,13 +131,11 @@ def get_rng_state() -> dict:
     "The torch, CUDA, numpy and Python random states, in a checkpoint-friendly form."
     alg, keys, pos, has_gauss, gauss = np.random.get_state()
     st = dict(torch=torch.get_rng_state(), python=random.getstate(),
-              numpy=dict(keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos), has_gauss=int(has_gauss),
-                         gauss=float(gauss)))
+              numpy=dict(keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos), has_gauss=int(has_gauss), gauss=float(gauss)))
     if torch.cuda.is_available(): st["cuda"] = torch.cuda.get_rng_state_all()
     return st
 
-def set_rng_state(st: dict, # from `get_rng_state`
-                 ):
+def set_rng_state(st: dict): # from `get_rng_state`
     "Restore the states saved by `get_rng_state`."
     torch.set_rng_state(st["torch"])
     n = st["numpy"]
@@ -177,8 +144,7 @@ def set_rng_state(st: dict, # from `get_rng_state`
     random.setstate((v, tuple(s), g))
     if "cuda" in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st["cuda"])
 
-def seed_everything(seed: int, # train.seed
-                   ):
+def seed_everything(seed: int): # train.seed
     "Seed torch, numpy and Python's `random`."
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
 
@@ -197,8 +163,7 @@ def default_loader(cfg: Config, # the run's config
                    split: str, # 'train' or 'val'
                    epoch: int = 0, # epoch (seeds the order and the masks)
                    start_batch: int = 0, # skip this many batches (resume)
-                   distributed: bool = False, # shard with a DistributedSampler
-                  ):
+                   distributed: bool = False): # shard with a DistributedSampler
     "`hjepa.data.build_loader` with the configured masker (`mask.kind`): batches `(images, labels, masks)`; LeJEPA validates on augmented views, as its loss is defined on views."
     from hjepa.data import build_loader
     from hjepa.masks import build_masker
@@ -218,13 +183,11 @@ def _to(x, device):
     "Move tensors (and the tensors of dataclasses such as `Masks`) to `device`."
     if isinstance(x, torch.Tensor): return x.to(device, non_blocking=True)
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return dataclasses.replace(x, **{f.name: _to(getattr(x, f.name), device) for f in dataclasses.fields(x)
-                                        if f.init})
+        return dataclasses.replace(x, **{f.name: _to(getattr(x, f.name), device) for f in dataclasses.fields(x) if f.init})
     if isinstance(x, (list, tuple)): return type(x)(_to(v, device) for v in x)
     return x
 
-def compile_blocks(model: nn.Module, # a model whose transformer blocks to compile in place
-                  ) -> int:
+def compile_blocks(model: nn.Module) -> int:
     "`torch.compile` every transformer `Block` in place (regional compilation, dynamic token counts); returns how many."
     from hjepa.models import Block
     blocks = [m for m in model.modules() if isinstance(m, Block)]
@@ -242,15 +205,12 @@ class Trainer:
     def __init__(self, cfg: Config, # validated config
                  model_fn: Callable = None, # cfg -> nn.Module (default `hjepa.models.HJEPA`)
                  loss_fn: Callable = None, # cfg -> loss_fn(out, step) -> dict (default `hjepa.losses.build_loss`)
-                 loader_fn: Callable = None, # (cfg, split, epoch, start_batch, distributed) -> loader
-                ):
+                 loader_fn: Callable = None): # (cfg, split, epoch, start_batch, distributed) -> loader
         self.cfg = validate(cfg)
         self.model_fn, self.loss_builder = model_fn or default_model, loss_fn or default_loss
         self.loader_fn = loader_fn or default_loader
-        self.run_dir = Path(cfg.train.out_dir)
-        self.ckpt_dir = self.run_dir / "checkpoints"
-        self.rank, self.world = _env_int("RANK"), _env_int("WORLD_SIZE", 1)
-        self.local_rank = _env_int("LOCAL_RANK")
+        self.run_dir, self.ckpt_dir = Path(cfg.train.out_dir), Path(cfg.train.out_dir) / "checkpoints"
+        self.rank, self.world, self.local_rank = _env_int("RANK"), _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK")
         self.is_main = self.rank == 0
         self.n_ema = 0  # EMA updates applied by this process (tests count them)
         self._metrics = None; self._tb = None
@@ -265,8 +225,7 @@ class Trainer:
                                   "to continue it or choose another train.out_dir")
             return None, None
         if t.resume != "auto":
-            p = Path(t.resume)
-            st = read_checkpoint(p, require=RESUME_KEYS)
+            st = read_checkpoint(p := Path(t.resume), require=RESUME_KEYS)
             self._check_resume(st, p)
             return st, p
         st, p, skipped = newest_good_checkpoint(run.checkpoints, check=self._check_resume)
@@ -294,12 +253,10 @@ class Trainer:
         "Build everything and choose the resume point; validates all inputs and writes nothing."
         cfg, t = self.cfg, self.cfg.train
         self._notes = []
-        if self.world > 1 and not torch.distributed.is_initialized():
-            self.device = select_device(t.device, self.local_rank)
-            backend = "nccl" if self.device.type == "cuda" else "gloo"
-            if self.device.type == "cuda": torch.cuda.set_device(self.device)
-            torch.distributed.init_process_group(backend)
         self.device = select_device(t.device, self.local_rank)
+        if self.world > 1 and not torch.distributed.is_initialized():
+            if self.device.type == "cuda": torch.cuda.set_device(self.device)
+            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.amp_dtype = autocast_dtype(t.precision, self.device)
         check_attn_backend(cfg.model.attn_backend, t.precision, self.device)
         if t.threads: torch.set_num_threads(t.threads)
@@ -312,15 +269,13 @@ class Trainer:
         if isinstance(self.loss_fn, nn.Module): self.loss_fn = self.loss_fn.to(self.device)
         self.distributed = self.world > 1
         n_batches = len(self.loader_fn(cfg, "train", epoch=0, start_batch=0, distributed=self.distributed))
-        self.batches_per_epoch = n_batches
-        self.steps_per_epoch = n_batches // cfg.optim.accum_steps
+        self.batches_per_epoch, self.steps_per_epoch = n_batches, n_batches // cfg.optim.accum_steps
         if self.steps_per_epoch == 0:
             raise ConfigError(f"optim.accum_steps={cfg.optim.accum_steps} exceeds the {n_batches} batches of an epoch "
                               f"(data.batch_size={cfg.data.batch_size}); lower one of them")
         self.total = planned_steps(t.epochs, self.steps_per_epoch, t.max_steps)
-        self.val_loader = None
-        if t.val_every and split_size(cfg, "val") > 0:  # n_val, or a val/ directory of an image folder
-            self.val_loader = self.loader_fn(cfg, "val", epoch=0, start_batch=0, distributed=self.distributed)
+        self.val_loader = (self.loader_fn(cfg, "val", epoch=0, start_batch=0, distributed=self.distributed)
+                           if t.val_every and split_size(cfg, "val") > 0 else None)  # n_val, or an image folder's val/
         self.optimizer = build_optimizer(self.model, cfg)
         self.scaler = torch.amp.GradScaler("cuda", enabled=t.precision == "fp16")
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -342,17 +297,14 @@ class Trainer:
                 self._note(f"the planned total changed from {r['total']} to {self.total} optimizer steps; "
                            "schedules follow the new plan", warn=True)
             self._note(f"resumed from {self.resume_path} at step {self.step} (epoch {self.epoch}, batch {self.batch})")
-        self.fwd = self.model
-        if self.distributed:
-            self.fwd = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.fwd = self.model if not self.distributed else nn.parallel.DistributedDataParallel(
+            self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if t.compile: compile_blocks(self.model)
         return self
 
     # ---------------------------------------------------------------- one optimizer step
     def _autocast(self):
-        if self.amp_dtype is None: return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return contextlib.nullcontext() if self.amp_dtype is None else torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _all_mean(self, values: list) -> list:
         "Average floats over the DDP ranks (identity on one process)."
@@ -373,8 +325,7 @@ class Trainer:
         sums, finite, out = {}, True, None
         for i, (images, labels, masks) in enumerate(micro_batches):
             images, masks = _to(images, self.device), _to(masks, self.device)
-            sync = contextlib.nullcontext() if (not self.distributed or i == n - 1) else self.fwd.no_sync()
-            with sync:
+            with contextlib.nullcontext() if (not self.distributed or i == n - 1) else self.fwd.no_sync():
                 with self._autocast():
                     out = self.fwd(images, masks)
                     res = self.loss_fn(out, step)
@@ -426,15 +377,12 @@ class Trainer:
         return torch.cat(parts)
 
     @torch.no_grad()
-    def monitor(self, out: dict, # the model output of the current batch
-               ) -> dict:
-        "Collapse statistics of the context and target embeddings (mean-pooled per image), across ranks; the first call's are the reference."
+    def monitor(self, out: dict) -> dict:
+        "Collapse statistics of the context and target embeddings of the batch's model output `out` (mean-pooled per image), across ranks; the first call's are the reference."
         with torch.random.fork_rng(devices=[]):
-            rec = {}
             embs = dict(context=masked_mean(out["context"].float(), out.get("context_valid")),
                         target=out["target_tokens"].float().mean(1))
-            for name, z in embs.items():
-                for k, v in embedding_stats(self._gather(z)).items(): rec[f"{k}/{name}"] = v
+            rec = {f"{k}/{name}": v for name, z in embs.items() for k, v in embedding_stats(self._gather(z)).items()}
         if getattr(self, "_collapse_ref", None) is None: self._collapse_ref, self._recent = self._first_monitored(rec)
         return rec
 
@@ -455,8 +403,7 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             for images, labels, masks in self.val_loader:
                 images, masks = _to(images, self.device), _to(masks, self.device)
-                with self._autocast():
-                    res = self.loss_fn(self.model(images, masks), step)
+                with self._autocast(): res = self.loss_fn(self.model(images, masks), step)
                 b = labels.shape[0]  # images may be a list of views
                 for k, v in res.items():
                     if _float(v) is not None: sums[k] = sums.get(k, 0.0) + _float(v) * b
@@ -480,21 +427,19 @@ class Trainer:
                     self._tb.add_scalar(f"{rec.get('kind', 'train')}/{k}", v, rec.get("step", 0))
 
     def _open_run_dir(self):
-        cfg = self.cfg
         if not self.is_main: return
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         for p in self.ckpt_dir.glob(".*.tmp.*"): p.unlink(missing_ok=True)  # half-written checkpoints of a killed run
-        save_config(cfg, self.run_dir / "config.yaml")
+        save_config(self.cfg, self.run_dir / "config.yaml")
         (self.run_dir / "env.json").write_text(json.dumps(environment(self.device, self.world), indent=1))
         mpath = self.run_dir / "metrics.jsonl"
         lines = mpath.read_text().splitlines(keepends=True) if mpath.exists() else []
         if self.resume is not None or self.cfg.train.resume == "auto":
-            keep = "".join(lines[: self.metrics_lines])  # cut what the killed run logged after its checkpoint
-            tmp = mpath.with_name(".metrics.jsonl.tmp")
-            tmp.write_text(keep); os.replace(tmp, mpath)
+            tmp = mpath.with_name(".metrics.jsonl.tmp")  # cut what the killed run logged after its checkpoint
+            tmp.write_text("".join(lines[: self.metrics_lines])); os.replace(tmp, mpath)
         self._metrics = open(mpath, "a")
         self.metrics_lines = min(self.metrics_lines, len(lines))
-        if cfg.train.tensorboard:
+        if self.cfg.train.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
                 self._tb = SummaryWriter(str(self.run_dir / "tb"))
@@ -545,9 +490,8 @@ class Trainer:
                 more = self.batch + accum <= self.batches_per_epoch
                 if rng is not None and (self.batch == 0 or not more): set_rng_state(rng); rng = None
                 if more:
-                    loader = self.loader_fn(cfg, "train", epoch=self.epoch, start_batch=self.batch,
-                                            distributed=self.distributed)
-                    it = iter(loader)
+                    it = iter(self.loader_fn(cfg, "train", epoch=self.epoch, start_batch=self.batch,
+                                             distributed=self.distributed))
                     if rng is not None: set_rng_state(rng); rng = None  # saved mid-epoch: after the iterator exists
                 while self.batch + accum <= self.batches_per_epoch and self.step < self.total:
                     tic = time.time()
@@ -601,8 +545,7 @@ class Trainer:
             msg = f"non-finite {info['skipped']} at optimizer step {s - 1}: skipped ({self.bad_run} in a row)"
             if self.is_main: log.warning(msg)
             self._write(dict(kind="event", step=s, message=msg))
-            if self.bad_run >= t.max_bad_steps: return "bad"
-            return None
+            return "bad" if self.bad_run >= t.max_bad_steps else None
         self.bad_run = 0
         if s % t.log_every == 0 or s == self.total:
             keys = sorted(k for k, v in info.items() if isinstance(v, float) and not k.startswith("_")
@@ -631,8 +574,7 @@ class Trainer:
 
 def _test_sleep_step():
     "Test hook: `HJEPA_TEST_STEP_SLEEP=<seconds>` slows every step so a test can kill a run mid-way."
-    s = os.environ.get("HJEPA_TEST_STEP_SLEEP")
-    if s: time.sleep(float(s))
+    if s := os.environ.get("HJEPA_TEST_STEP_SLEEP"): time.sleep(float(s))
 
 
 # %% ../nbs/07_train.ipynb #78622ab5
@@ -659,14 +601,10 @@ def main(argv: Optional[list] = None, # command-line arguments (default `sys.arg
         ) -> int:
     "Console script `hjepa-train`: train and print the run directory."
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        run = train(cli_config(argv))
-    except NonFiniteError as e:
+    try: run = train(cli_config(argv))
+    except (NonFiniteError, ConfigError, CheckpointError, DataError, OSError) as e:  # not a bug: no traceback
         print(f"hjepa-train: error: {e}", file=sys.stderr)
-        return 3
-    except (ConfigError, CheckpointError, DataError, OSError) as e:  # the user's input or machine, not a bug: no traceback
-        print(f"hjepa-train: error: {e}", file=sys.stderr)
-        return 2
+        return 3 if isinstance(e, NonFiniteError) else 2
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
