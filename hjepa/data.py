@@ -161,13 +161,11 @@ def _check_pos(name, v, lo=1):
 class ShapesDataset(Dataset):
     "Procedural labelled shapes, generated lazily and deterministically from `(seed, split, index)`."
     max_classes = len(SHAPE_KINDS) * len(SHAPE_FILLS)
-    def __init__(self,
-                 n: int, # number of images
+    def __init__(self, n: int, # number of images
                  image_size: int, # side of the square images, pixels
                  n_classes: int = 10, # classes: shape kinds, then kinds x fill patterns (at most 64)
                  seed: int = 0, # the dataset's identity: same seed, same pixels
-                 split: str = "train", # train|val|test: disjoint streams of images for the same seed
-                ):
+                 split: str = "train"): # train|val|test: disjoint streams of images for the same seed
         _check_pos("n", n, 0); _check_pos("image_size", image_size, 8); _check_pos("seed", seed, 0)
         top = self.max_classes
         if isinstance(n_classes, bool) or not isinstance(n_classes, int) or not 2 <= n_classes <= top:
@@ -217,8 +215,7 @@ def to_display(x: torch.Tensor) -> np.ndarray:
 def show_grid(images, # a (B, 3, H, W) tensor or a sequence of (3, H, W) tensors / PIL images
               titles: Optional[Sequence] = None, # one title per image
               ncols: int = 8, # images per row
-              size: float = 1.2, # inches per image
-             ):
+              size: float = 1.2): # inches per image
     "Plot images in a grid; returns the figure."
     import matplotlib.pyplot as plt
     images = list(images)
@@ -277,18 +274,21 @@ def _digits():
     d = load_digits()
     return torch.from_numpy(np.round(d.images * (255 / 16)).astype(np.uint8))[:, None], d.target.astype(np.int64)
 
-class DigitsDataset(Dataset):
+class _Labelled(Dataset):
+    "A dataset with integer `labels` (N,); `targets`, as torchvision names them, is the same array."
+    @property
+    def targets(self) -> np.ndarray: return self.labels
+
+class DigitsDataset(_Labelled):
     "scikit-learn's handwritten digits upsampled to `image_size`, 3 channels, with a seeded split."
     classes = [str(d) for d in range(10)]
 
-    def __init__(self,
-                 split: str = "train", # train|val|test
+    def __init__(self, split: str = "train", # train|val|test
                  image_size: int = 32, # side of the square images, pixels
                  n_train: Optional[int] = None, # at most this many train images; None: all that remain
                  n_val: int = 0, # images held out for validation
                  n_test: int = 360, # images held out for testing
-                 seed: int = 0, # seed of the permutation that makes the split
-                ):
+                 seed: int = 0): # seed of the permutation that makes the split
         _split_id(split); _check_pos("image_size", image_size, 8); _check_pos("seed", seed, 0)
         _check_pos("n_val", n_val, 0); _check_pos("n_test", n_test, 0)
         images, labels = _digits()
@@ -300,9 +300,6 @@ class DigitsDataset(Dataset):
         idx = dict(test=perm[:n_test], val=perm[n_test:n_test + n_val], train=perm[n_test + n_val:][:n_train])[split]
         self.split, self.image_size, self.index = split, image_size, idx
         self.images, self.labels = images[idx], labels[idx]
-
-    @property
-    def targets(self) -> np.ndarray: return self.labels
 
     def __len__(self): return len(self.images)
 
@@ -321,11 +318,10 @@ def sample_photos(size: int = 224, # side of the square photos, pixels
     import skimage.data
     from PIL import ImageOps
     _check_pos("size", size, 8)
-    out = {}
     for name in names:
         if name not in PHOTOS: raise ValueError(f"photo {name!r} is not available offline; choose from {list(PHOTOS)}")
-        out[name] = ImageOps.fit(Image.fromarray(getattr(skimage.data, name)()).convert("RGB"), (size, size), Image.BICUBIC)
-    return out
+    return {name: ImageOps.fit(Image.fromarray(getattr(skimage.data, name)()).convert("RGB"), (size, size),
+                               Image.BICUBIC) for name in names}
 
 def photo_batch(size: int = 224, names: Sequence[str] = ("astronaut", "chelsea", "coffee")) -> torch.Tensor:
     "`sample_photos` as a float (N, 3, size, size) batch in [0, 1], for previews (e.g. `hjepa.masks.show_masks`)."
@@ -342,8 +338,7 @@ def read_class_list(path) -> list[str]:
     names = [l.split("#", 1)[0].strip() for l in path.read_text().splitlines()]
     names = [n for n in names if n]
     if not names: raise DataError(f"class list file {path} names no classes")
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup: raise DataError(f"class list file {path} repeats {dup}")
+    if dup := sorted({n for n in names if names.count(n) > 1}): raise DataError(f"class list file {path} repeats {dup}")
     return names
 
 def _class_dirs(root: Path) -> list[str]:
@@ -384,12 +379,9 @@ def decode_image(path) -> torch.Tensor: # (3, H, W) uint8
             im = Image.fromarray(a, "L")
         return torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
 
-def _verdict_cache() -> Path:
-    return Path(os.environ.get("HJEPA_CACHE_DIR", Path.home() / ".cache" / "hjepa")) / "image_verdicts.json"
-
 def _verdicts(paths: Sequence[Path]) -> list:
     "`(width, height)` or an error string per file, each decoded in full once; verdicts are cached by path, size and mtime."
-    cf = _verdict_cache()
+    cf = Path(os.environ.get("HJEPA_CACHE_DIR", Path.home() / ".cache" / "hjepa")) / "image_verdicts.json"
     try: cache = json.loads(cf.read_text())
     except (OSError, ValueError): cache = {}
     def verdict(p):
@@ -433,20 +425,15 @@ def check_images(paths: Sequence[Path], # image files
 
 
 # %% ../nbs/06_data.ipynb #69d810bb
-class ImageFolderDataset(Dataset):
+class ImageFolderDataset(_Labelled):
     "Images from files, decoded lazily to (3, H, W) uint8; corrupt files are replaced by the next good one."
-    def __init__(self,
-                 paths: Sequence[Path], # image files
+    def __init__(self, paths: Sequence[Path], # image files
                  labels: Sequence[int], # class index of each file
                  classes: Sequence[str], # class names
-                 max_bad_fraction: float = 0.0, # fail once more than this fraction failed to decode
-                ):
+                 max_bad_fraction: float = 0.0): # fail once more than this fraction failed to decode
         if len(paths) != len(labels): raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
         self.paths, self.labels, self.classes = list(paths), np.asarray(labels, dtype=np.int64), list(classes)
         self.max_bad_fraction, self.bad = max_bad_fraction, set()
-
-    @property
-    def targets(self) -> np.ndarray: return self.labels
 
     def __len__(self): return len(self.paths)
 
@@ -469,6 +456,12 @@ class ImageFolderDataset(Dataset):
         raise DataError(f"no image of {n} could be decoded")
 
 # %% ../nbs/06_data.ipynb #a56f18c3
+def _holdout(n: int, n_val: int, seed: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    "Sorted train and val indices of `n` items, `n_val` of them drawn for val with `seed`."
+    if n_val >= n: raise DataError(f"data.n_val={n_val} must be smaller than the {n} {what}")
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
 def _check_dir(root: Path, data_dir):
     if root.is_file(): raise NotADirectoryError(f"data.data_dir={str(data_dir)!r} is a file; give the directory that holds the data")
     if not root.is_dir(): raise FileNotFoundError(f"data.data_dir={str(data_dir)!r}: directory {root} does not exist")
@@ -506,17 +499,12 @@ def image_folder_splits(data_dir, # root of the tree (with or without train/val/
         p, l, names = load(d, names)
         return ImageFolderDataset(p, np.array([classes.index(c) for c in names])[l], classes, max_bad_fraction)
 
-    out = {}
     if "val" in dirs:
-        out["train"] = ImageFolderDataset(paths, labels, classes, max_bad_fraction)
-        out["val"] = held_out(dirs["val"])
-    else:
-        if n_val >= len(paths):
-            raise DataError(f"data.n_val={n_val} must be smaller than the {len(paths)} train images under {train_root}")
-        perm = np.random.default_rng(seed).permutation(len(paths))
-        tr, va = np.sort(perm[n_val:]), np.sort(perm[:n_val])
-        out["train"] = ImageFolderDataset([paths[k] for k in tr], labels[tr], classes, max_bad_fraction)
-        out["val"] = ImageFolderDataset([paths[k] for k in va], labels[va], classes, max_bad_fraction)
+        out = dict(train=ImageFolderDataset(paths, labels, classes, max_bad_fraction), val=held_out(dirs["val"]))
+    else:  # n_val train images drawn for val
+        tr, va = _holdout(len(paths), n_val, seed, f"train images under {train_root}")
+        out = {s: ImageFolderDataset([paths[k] for k in ix], labels[ix], classes, max_bad_fraction)
+               for s, ix in (("train", tr), ("val", va))}
     out["test"] = held_out(dirs["test"]) if "test" in dirs else out["val"]
     return out
 
@@ -533,8 +521,7 @@ class _NumpyUnpickler(pickle.Unpickler):
                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
                ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
     def find_class(self, module, name):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        if (module, name) not in self.ALLOWED: raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
         return super().find_class(module, name)
 
 def _unpickle(path: Path) -> dict:
@@ -562,8 +549,7 @@ def load_cifar(data_dir, # the batch directory or its parent
     spec, root = CIFAR[name] if name in CIFAR else None, cifar_dir(data_dir, name)
     if split not in ("train", "test"): raise ValueError(f"split={split!r} is not allowed; CIFAR files hold 'train' and 'test'")
     xs, ys = [], []
-    for fn in spec[split]:
-        path = root / fn
+    for path in (root / fn for fn in spec[split]):
         d = _unpickle(path)
         if "data" not in d or spec["labels"] not in d:
             raise DataError(f"CIFAR batch file {path} lacks 'data' or {spec['labels']!r} (keys: {sorted(d)})")
@@ -579,23 +565,19 @@ def load_cifar(data_dir, # the batch directory or its parent
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in names] if names else [str(c) for c in range(spec["n_classes"])]
     return torch.from_numpy(np.concatenate(xs).reshape(-1, 3, 32, 32)), np.concatenate(ys), names
 
-class ArrayDataset(Dataset):
+class ArrayDataset(_Labelled):
     "Images held in memory as one (N, 3, H, W) uint8 tensor, with labels."
     def __init__(self, images: torch.Tensor, labels, classes: Sequence[str]):
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (N, 3, H, W) uint8; got {images.dtype} {tuple(images.shape)}")
         self.images, self.labels, self.classes = images, np.asarray(labels, dtype=np.int64), list(classes)
-    @property
-    def targets(self) -> np.ndarray: return self.labels
     def __len__(self): return len(self.images)
     def __getitem__(self, i): return self.images[i], int(self.labels[i])
 
 def cifar_splits(data_dir, name: str = "cifar10", n_val: int = 0, seed: int = 0) -> dict[str, ArrayDataset]:
     "train / val (`n_val` train images drawn with `seed`) / test `ArrayDataset`s of CIFAR `name`."
     x, y, names = load_cifar(data_dir, name, "train")
-    if n_val >= len(x): raise DataError(f"data.n_val={n_val} must be smaller than the {len(x)} CIFAR train images")
-    perm = np.random.default_rng(seed).permutation(len(x))
-    tr, va = np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    tr, va = _holdout(len(x), n_val, seed, "CIFAR train images")
     xt, yt, _ = load_cifar(data_dir, name, "test")
     return dict(train=ArrayDataset(x[tr], y[tr], names), val=ArrayDataset(x[va], y[va], names), test=ArrayDataset(xt, yt, names))
 
@@ -611,10 +593,7 @@ def _photometric(d: DataConfig, size: int) -> list:
 def _finish() -> list: return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)]
 
 class MinimalCrop:
-    """I-JEPA's `minimal` augmentation as torchvision *functional* calls: `RandomResizedCrop`'s own parameter
-    sampling, an antialiased resized crop, an optional horizontal flip, float conversion and normalisation.
-    The same distribution as the v2 `Compose`, without the per-transform dispatch (about 4x cheaper per
-    image, which matters when the loader runs in the training process)."""
+    "I-JEPA's `minimal` augmentation as torchvision functional calls: the v2 `Compose`'s distribution at ~1/4 of its cost."
     def __init__(self, size: int, scale, hflip: bool = False, ratio=(3 / 4, 4 / 3)):
         self.size, self.scale, self.hflip, self.ratio = size, tuple(scale), hflip, tuple(ratio)
 
@@ -661,28 +640,27 @@ def _raw_splits(dataset, data_dir, class_list, image_size, n_train, n_val, n_tes
     if dataset in ("shapes", "scenes"):
         cls = ShapesDataset if dataset == "shapes" else ScenesDataset
         return {s: cls(n, image_size, n_classes, seed, s) for s, n in zip(SPLITS, (n_train, n_val, n_test))}
-    if dataset == "digits":
-        return {s: DigitsDataset(s, image_size, n_train, n_val, n_test, seed) for s in SPLITS}
+    if dataset == "digits": return {s: DigitsDataset(s, image_size, n_train, n_val, n_test, seed) for s in SPLITS}
     if dataset == "imagefolder":
         return image_folder_splits(data_dir, class_list, n_val, seed, image_size, max_bad_fraction)
     if dataset in CIFAR: return cifar_splits(data_dir, dataset, n_val, seed)
     raise ConfigError(f"data.dataset={dataset!r} is not allowed; choose one of ['shapes', 'scenes', 'digits', 'imagefolder', 'cifar10', 'cifar100']")
 
-def raw_dataset(cfg: Config, split: str) -> Dataset:
-    "The untransformed `split` of the configured dataset: items are ((3, H, W) uint8, label)."
+def _raw_split(cfg: Config, split: str) -> Dataset:
     _split_id(split)
     d = cfg.data
-    ds = _raw_splits(d.dataset, d.data_dir, d.class_list, d.image_size, d.n_train, d.n_val, d.n_test,
-                     d.n_classes, d.seed, d.max_bad_fraction)[split]
-    if len(ds) == 0: raise DataError(f"split {split!r} of data.dataset={d.dataset!r} is empty (data.n_{split}=0?)")
+    return _raw_splits(d.dataset, d.data_dir, d.class_list, d.image_size, d.n_train, d.n_val, d.n_test,
+                       d.n_classes, d.seed, d.max_bad_fraction)[split]
+
+def raw_dataset(cfg: Config, split: str) -> Dataset:
+    "The untransformed `split` of the configured dataset: items are ((3, H, W) uint8, label)."
+    if len(ds := _raw_split(cfg, split)) == 0:
+        raise DataError(f"split {split!r} of data.dataset={cfg.data.dataset!r} is empty (data.n_{split}=0?)")
     return ds
 
 def split_size(cfg: Config, split: str) -> int:
     "How many images `split` of the configured dataset has (0 for an empty one), without transforms or loaders."
-    _split_id(split)
-    d = cfg.data
-    return len(_raw_splits(d.dataset, d.data_dir, d.class_list, d.image_size, d.n_train, d.n_val, d.n_test,
-                           d.n_classes, d.seed, d.max_bad_fraction)[split])
+    return len(_raw_split(cfg, split))
 
 def clear_dataset_cache():
     "Forget the raw splits built so far: the next `raw_dataset` builds them afresh (files re-read, nothing rendered)."
@@ -714,9 +692,7 @@ class AugmentedDataset(Dataset):
 
 class NumberedBatch(list):
     "A list (of indices, then of samples) that carries its batch number within the epoch."
-    def __init__(self, items, number: Optional[int] = None):
-        super().__init__(items)
-        self.number = number
+    def __init__(self, items, number: Optional[int] = None): super().__init__(items); self.number = number
 
 def build_dataset(cfg: Config, # the config (its `data` section, and `train.seed` for the augmentations)
                   split: str, # train|val|test
@@ -732,8 +708,7 @@ def build_dataset(cfg: Config, # the config (its `data` section, and `train.seed
 # %% ../nbs/06_data.ipynb #b340dd24
 class EpochBatchSampler(Sampler):
     "Index batches of one epoch: seeded shuffle, DDP sharding, `drop_last`, skipping `start_batch` batches."
-    def __init__(self,
-                 n: int, # dataset size
+    def __init__(self, n: int, # dataset size
                  batch_size: int, # indices per batch
                  shuffle: bool = True, # permute with a generator seeded by (seed, epoch)
                  seed: int = 0, # seed of the permutation
@@ -741,8 +716,7 @@ class EpochBatchSampler(Sampler):
                  start_batch: int = 0, # skip this many batches (exact resume)
                  drop_last: bool = False, # drop the last incomplete batch
                  rank: int = 0, # this process's rank under DDP
-                 world_size: int = 1, # number of processes under DDP
-                ):
+                 world_size: int = 1): # number of processes under DDP
         _check_pos("batch_size", batch_size); _check_pos("start_batch", start_batch, 0)
         if not 0 <= rank < world_size: raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
         self.n, self.batch_size, self.shuffle, self.seed, self.epoch = n, batch_size, shuffle, seed, epoch
@@ -790,8 +764,7 @@ class _WorkerInit:
 
 class MaskCollator:
     "`collate_fn` of numbered batches: `(images, labels, masks)`, the masks of batch `b` from a generator seeded by `(seed, epoch, b)`."
-    def __init__(self,
-                 masker, # draws the masks: `masker(batch_size, generator=g) -> Masks` (`hjepa.masks.build_masker`)
+    def __init__(self, masker, # draws the masks: `masker(batch_size, generator=g) -> Masks` (`hjepa.masks.build_masker`)
                  seed: int = 0, # with the epoch and the batch number, seeds each batch's generator
                  epoch: int = 0):
         self.masker, self.seed, self.epoch = masker, seed, epoch
@@ -804,8 +777,7 @@ class MaskCollator:
 
     def __call__(self, samples) -> tuple:
         "`(images (B, 3, S, S) or a list of those per view, labels (B,), masks)`: masks of the first view."
-        number = getattr(samples, "number", None)
-        if number is None:
+        if (number := getattr(samples, "number", None)) is None:
             raise ValueError("MaskCollator needs numbered batches (a NumberedBatch from EpochBatchSampler through "
                              "AugmentedDataset), so that batch b's masks do not depend on workers; build_loader makes them")
         images, labels = default_collate(list(samples))
