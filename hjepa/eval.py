@@ -36,8 +36,7 @@ __all__ = ['knn_classify', 'gaussian_clusters', 'linear_probe', 'class_report', 
 # %% ../nbs/08_eval.ipynb #557a85c0
 def _as_xy(feats, labels, split: str):
     "Features as float32 (N, F) and labels as int64 (N,) numpy arrays; checks shapes and emptiness."
-    X = feats.detach().cpu().numpy() if torch.is_tensor(feats) else np.asarray(feats)
-    y = labels.detach().cpu().numpy() if torch.is_tensor(labels) else np.asarray(labels)
+    X, y = (a.detach().cpu().numpy() if torch.is_tensor(a) else np.asarray(a) for a in (feats, labels))
     if X.ndim != 2: raise ValueError(f"{split} features must be 2-D (N, F); got shape {tuple(X.shape)}")
     if len(X) == 0: raise ValueError(f"split '{split}' is empty (0 samples); evaluation needs at least one")
     if y.shape != (len(X),):
@@ -47,26 +46,23 @@ def _as_xy(feats, labels, split: str):
 
 def _check_classes(y: np.ndarray, split: str = "train"):
     "Raise unless the labels of `split` hold at least two classes."
-    classes = np.unique(y)
-    if len(classes) < 2:
+    if len(classes := np.unique(y)) < 2:
         raise ValueError(f"the {split} split has only one class (label {classes[0]}); "
                          "kNN and the linear probe need at least 2 classes")
 
-def _n_classes(*ys) -> int:
-    return int(max(int(y.max()) for y in ys if len(y)) + 1)
+def _n_classes(*ys) -> int: return int(max(int(y.max()) for y in ys if len(y)) + 1)
 
 # %% ../nbs/08_eval.ipynb #ca0a77d6
-def knn_classify(
-    train_feats,            # (N_train, F) features of the labelled memory bank (numpy or tensor)
-    train_labels,           # (N_train,) integer labels
-    test_feats,             # (N_test, F) features to classify
-    test_labels,            # (N_test,) their labels, for the accuracies
-    k: int = 20,            # neighbours (clamped to N_train)
-    temperature: float = 0.07, # T of the vote weights exp(s/T)
-    n_classes: Optional[int] = None, # number of classes; None: 1 + the largest label seen
-    chunk: int = 1024,      # test samples per similarity block
-    center: bool = True,    # subtract the memory bank's mean feature before the cosine (CL2N)
-) -> dict:                  # {"top1", "top5", "pred" (N_test,), "k"}
+def knn_classify(train_feats,                      # (N_train, F) features of the labelled memory bank (numpy or tensor)
+                 train_labels,                     # (N_train,) integer labels
+                 test_feats,                       # (N_test, F) features to classify
+                 test_labels,                      # (N_test,) their labels, for the accuracies
+                 k: int = 20,                      # neighbours (clamped to N_train)
+                 temperature: float = 0.07,        # T of the vote weights exp(s/T)
+                 n_classes: Optional[int] = None,  # number of classes; None: 1 + the largest label seen
+                 chunk: int = 1024,                # test samples per similarity block
+                 center: bool = True,              # subtract the memory bank's mean feature before the cosine (CL2N)
+                ) -> dict:                         # {"top1", "top5", "pred" (N_test,), "k"}
     "DINO-style weighted k-nearest-neighbour classification with cosine similarity (of centred features by default)."
     if k < 1: raise ValueError(f"k={k} must be >= 1")
     if temperature <= 0: raise ValueError(f"temperature={temperature} must be > 0")
@@ -78,9 +74,8 @@ def knn_classify(
     C = n_classes or _n_classes(ytr, yte)
     k = min(k, len(Xtr))
     mu = torch.from_numpy(Xtr).mean(0) if center else 0.0
-    bank = F.normalize(torch.from_numpy(Xtr) - mu, dim=1)
+    bank, query = (F.normalize(torch.from_numpy(X) - mu, dim=1) for X in (Xtr, Xte))
     bank_labels = torch.from_numpy(ytr)
-    query = F.normalize(torch.from_numpy(Xte) - mu, dim=1)
     ranked = []
     for q in query.split(chunk):
         sim, idx = (q @ bank.T).topk(k, dim=1)                          # (c, k), sorted
@@ -92,13 +87,12 @@ def knn_classify(
     return dict(top1=float(hit[:, 0].mean()), top5=float(hit.any(1).mean()), pred=ranked[:, 0], k=k)
 
 # %% ../nbs/08_eval.ipynb #9c42c90b
-def gaussian_clusters(
-    n: int = 300,            # samples
-    n_classes: int = 5,      # clusters, one per class
-    dim: int = 16,           # feature dimension
-    spread: float = 0.3,     # within-cluster std, relative to unit-norm cluster centres
-    seed: int = 0,           # the centres and samples come from this seed
-) -> tuple[np.ndarray, np.ndarray]: # features (n, dim) float32 and labels (n,) int64
+def gaussian_clusters(n: int = 300,         # samples
+                      n_classes: int = 5,   # clusters, one per class
+                      dim: int = 16,        # feature dimension
+                      spread: float = 0.3,  # within-cluster std, relative to unit-norm cluster centres
+                      seed: int = 0,        # the centres and samples come from this seed
+                     ) -> tuple[np.ndarray, np.ndarray]:  # features (n, dim) float32 and labels (n,) int64
     "Synthetic features with known structure: one isotropic Gaussian per class, labels balanced."
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(n_classes, dim))
@@ -120,8 +114,7 @@ def _torch_fit(Xtr, ytr, lr: float, seed: int, steps: int, n_classes: int, weigh
     g = torch.Generator().manual_seed(seed)
     X, y = torch.from_numpy(Xtr), torch.from_numpy(ytr)
     head = torch.nn.Linear(X.shape[1], n_classes)
-    with torch.no_grad():
-        head.weight.normal_(0.0, 0.01, generator=g); head.bias.zero_()
+    with torch.no_grad(): head.weight.normal_(0.0, 0.01, generator=g); head.bias.zero_()
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     for _ in range(steps):
         opt.zero_grad(set_to_none=True)
@@ -133,17 +126,16 @@ def _torch_fit(Xtr, ytr, lr: float, seed: int, steps: int, n_classes: int, weigh
     return predict, bool(finite)
 
 # %% ../nbs/08_eval.ipynb #3e755f8b
-def linear_probe(
-    train: tuple,           # (features (N, F), labels (N,)) the head is fitted on
-    val: Optional[tuple],   # (features, labels) that choose the hyper-parameter; None: k-fold CV on train
-    test: tuple,            # (features, labels) reported, never used for choices
-    grid=(0.01, 0.1, 1.0, 10.0), # values of C (sklearn) or of the learning rate (torch)
-    kind: Literal["sklearn", "torch"] = "sklearn", # logistic regression or a torch linear head
-    seed: int = 0,          # seed of the torch head's initialisation (sklearn's lbfgs has no randomness)
-    steps: int = 300,       # full-batch optimisation steps of the torch head
-    max_iter: int = 1000,   # lbfgs iterations (sklearn)
-    folds: int = 5,         # folds of the cross-validation on train when `val` is None
-) -> dict:                  # accuracies, chosen value, per-grid val accuracy, test predictions
+def linear_probe(train: tuple, # (features (N, F), labels (N,)) the head is fitted on
+                 val: Optional[tuple], # (features, labels) that choose the hyper-parameter; None: k-fold CV on train
+                 test: tuple, # (features, labels) reported, never used for choices
+                 grid=(0.01, 0.1, 1.0, 10.0), # values of C (sklearn) or of the learning rate (torch)
+                 kind: Literal["sklearn", "torch"] = "sklearn", # logistic regression or a torch linear head
+                 seed: int = 0, # seed of the torch head's initialisation (sklearn's lbfgs has no randomness)
+                 steps: int = 300, # full-batch optimisation steps of the torch head
+                 max_iter: int = 1000, # lbfgs iterations (sklearn)
+                 folds: int = 5, # folds of the cross-validation on train when `val` is None
+                ) -> dict: # accuracies, chosen value, per-grid val accuracy, test predictions
     "Standardised features → linear classifier per grid value; the best validation (or cross-validated) accuracy picks it."
     if kind not in ("sklearn", "torch"): raise ValueError(f"kind={kind!r} is not allowed; choose 'sklearn' or 'torch'")
     grid = [float(g) for g in grid]
@@ -184,34 +176,30 @@ def linear_probe(
                 chosen_by="validation split" if val is not None else f"{len(splits)}-fold cross-validation on train")
 
 # %% ../nbs/08_eval.ipynb #8f564afc
-def class_report(
-    y_true,              # (N,) labels
-    y_pred,              # (N,) predictions
-    n_classes: int,      # number of classes (rows/columns of the matrix)
-) -> dict:               # {"per_class_accuracy": (C,) with NaN for absent classes, "confusion": (C, C) counts}
+def class_report(y_true,          # (N,) labels
+                 y_pred,          # (N,) predictions
+                 n_classes: int,  # number of classes (rows/columns of the matrix)
+                ) -> dict:        # {"per_class_accuracy": (C,) with NaN for absent classes, "confusion": (C, C) counts}
     "Per-class accuracy (recall) and the confusion matrix (rows: true class, columns: predicted)."
     cm = confusion_matrix(np.asarray(y_true), np.asarray(y_pred), labels=np.arange(n_classes))
     support = cm.sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        acc = np.where(support > 0, np.diag(cm) / support, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"): acc = np.where(support > 0, np.diag(cm) / support, np.nan)
     return dict(per_class_accuracy=acc, confusion=cm)
 
-def project_2d(
-    feats,               # (N, F) features
-) -> np.ndarray:         # (N, 2) coordinates on the first two principal axes
+def project_2d(feats,  # (N, F) features
+              ) -> np.ndarray:  # (N, 2) coordinates on the first two principal axes
     "PCA projection of standardised features to 2-D (deterministic: full SVD)."
     X = StandardScaler().fit_transform(np.asarray(feats, dtype=np.float64))
     if X.shape[1] < 2: return np.pad(X, ((0, 0), (0, 2 - X.shape[1])))
     return PCA(n_components=2, svd_solver="full").fit_transform(X).astype(np.float32)
 
 # %% ../nbs/08_eval.ipynb #296acb99
-def evaluate_features(
-    train: tuple,                # (features, labels) of the train split: kNN bank and probe training set
-    val: Optional[tuple],        # (features, labels) of the validation split: chooses the probe's value; None: CV on train
-    test: tuple,                 # (features, labels) of the test split: reported
-    ev: EvalConfig | None = None, # knn_k, knn_temperature, probe, probe_grid; None: defaults
-    seed: int = 0,               # seed of the torch probe
-) -> dict:                       # knn_top1/top5, probe_train/val/test, probe_param, per-class accuracy, confusion
+def evaluate_features(train: tuple, # (features, labels) of the train split: kNN bank and probe training set
+                      val: Optional[tuple], # (features, labels) of the val split: chooses the probe's value; None: CV on train
+                      test: tuple, # (features, labels) of the test split: reported
+                      ev: EvalConfig | None = None, # knn_k, knn_temperature, probe, probe_grid; None: defaults
+                      seed: int = 0, # seed of the torch probe
+                     ) -> dict: # knn_top1/top5, probe_train/val/test, probe_param, per-class accuracy, confusion
     "kNN and linear probe on one feature set, with per-class accuracy and the confusion matrix."
     ev = ev or EvalConfig()
     (Xtr, ytr), (Xte, yte) = _as_xy(*train, "train"), _as_xy(*test, "test")
@@ -224,8 +212,7 @@ def evaluate_features(
     return dict(knn_top1=knn["top1"], knn_top5=knn["top5"], probe_train=probe["train"], probe_val=probe["val"],
                 probe_test=probe["test"], probe_param={probe["param_name"]: probe["param"]},
                 probe_val_scores={str(k): v for k, v in probe["val_scores"].items()}, probe_converged=probe["converged"],
-                probe_chosen_by=probe["chosen_by"],
-                per_class_accuracy=rep["per_class_accuracy"], confusion=rep["confusion"],
+                probe_chosen_by=probe["chosen_by"], per_class_accuracy=rep["per_class_accuracy"], confusion=rep["confusion"],
                 knn_per_class_accuracy=class_report(yte, knn["pred"], C)["per_class_accuracy"],
                 n_classes=C, n_train=len(Xtr), n_val=len(Xva), n_test=len(Xte), feature_dim=int(Xtr.shape[1]))
 
@@ -233,8 +220,7 @@ def evaluate_features(
 class PixelEncoder(torch.nn.Module):
     "Raw-pixel 'encoder' for the pixel baseline: average-pool to at most `size`×`size`, then flatten."
     def __init__(self, size: int = 16): # largest side kept (images larger than this are average-pooled)
-        super().__init__()
-        self.size = size
+        super().__init__(); self.size = size
 
     def encode(self, images, **kwargs): # images (B, C, H, W); encoder options are ignored
         "Flattened (optionally downsampled) pixels, (B, C·h·w)."
@@ -242,15 +228,14 @@ class PixelEncoder(torch.nn.Module):
         if max(h, w) > self.size: images = F.adaptive_avg_pool2d(images, (min(h, self.size), min(w, self.size)))
         return images.flatten(1)
 
-def feature_cache_key(
-    cfg: Config,                 # the config whose data section defines the images
-    split: str,                  # train | val | test
-    checkpoint=None,             # checkpoint path (its size and mtime enter the key), or None
-    tag: str = "model",          # what is encoded: 'model', 'random_init', 'pixels'
-    encoder: str = "target",     # encoder option
-    last_n_blocks: int = 1,      # blocks concatenated
-    pool: str = "mean",          # pooling
-) -> str:                        # a short hex digest, safe as a file name
+def feature_cache_key(cfg: Config,              # the config whose data section defines the images
+                      split: str,               # train | val | test
+                      checkpoint=None,          # checkpoint path (its size and mtime enter the key), or None
+                      tag: str = "model",       # what is encoded: 'model', 'random_init', 'pixels'
+                      encoder: str = "target",  # encoder option
+                      last_n_blocks: int = 1,   # blocks concatenated
+                      pool: str = "mean",       # pooling
+                     ) -> str:                  # a short hex digest, safe as a file name
     "Cache key of one feature set: checkpoint identity + dataset settings + split + extraction options."
     data = {k: v for k, v in cfg.to_dict()["data"].items() if k not in ("batch_size", "num_workers")}
     key = dict(tag=tag, split=split, data=data, encoder=encoder, last_n_blocks=last_n_blocks, pool=pool)
@@ -262,19 +247,17 @@ def feature_cache_key(
 
 # %% ../nbs/08_eval.ipynb #466a23b3
 def _model_device(model) -> torch.device:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
-def extract_features(
-    model,                       # anything with `encode(images, pool=, encoder=, last_n_blocks=) -> (B, F)`
-    loader,                      # iterable of (images, labels[, masks]) batches
-    encoder: Literal["target", "context"] = "target", # which encoder's features
-    last_n_blocks: int = 1,      # concatenate the outputs of the last n blocks
-    pool: Literal["mean"] = "mean", # patch-token pooling
-    cache_dir=None,              # folder of the feature cache; None: no cache
-    cache_key: Optional[str] = None, # file stem in the cache (see `feature_cache_key`); None: no cache
-    split: str = "?",            # split name, for error messages
-) -> tuple[np.ndarray, np.ndarray]: # features float32 (N, F), labels int64 (N,)
+def extract_features(model, # anything with `encode(images, pool=, encoder=, last_n_blocks=) -> (B, F)`
+                     loader, # iterable of (images, labels[, masks]) batches
+                     encoder: Literal["target", "context"] = "target", # which encoder's features
+                     last_n_blocks: int = 1, # concatenate the outputs of the last n blocks
+                     pool: Literal["mean"] = "mean", # patch-token pooling
+                     cache_dir=None, # folder of the feature cache; None: no cache
+                     cache_key: Optional[str] = None, # file stem in the cache (see `feature_cache_key`); None: no cache
+                     split: str = "?", # split name, for error messages
+                    ) -> tuple[np.ndarray, np.ndarray]: # features float32 (N, F), labels int64 (N,)
     "Frozen features of every image of `loader`: batched, eval mode, no gradient; cached on disk."
     path = Path(cache_dir) / f"{cache_key}.npz" if cache_dir is not None and cache_key else None
     if path is not None and path.exists():
@@ -284,12 +267,10 @@ def extract_features(
     feats, labels = [], []
     try:
         with torch.no_grad():
-            for batch in loader:
-                images, y = batch[0], batch[1]
+            for images, y, *_ in loader:  # (images, labels[, masks])
                 f = model.encode(images.to(device), pool=pool, encoder=encoder, last_n_blocks=last_n_blocks)
                 feats.append(f.float().cpu()); labels.append(torch.as_tensor(y).cpu())
-    finally:
-        model.train(was_training)
+    finally: model.train(was_training)
     if not feats: raise ValueError(f"split '{split}' is empty: the loader yielded no images")
     X, y = torch.cat(feats).numpy().astype(np.float32), torch.cat(labels).numpy().astype(np.int64)
     if path is not None:
@@ -300,14 +281,11 @@ def extract_features(
     return X, y
 
 # %% ../nbs/08_eval.ipynb #49c1e384
-def check_architecture(
-    ckpt_cfg: Config,             # the config the checkpoint was trained with
-    cfg: Config,                  # the config given for evaluation
-    source: str = "the checkpoint", # how to name the checkpoint in the message
-):
+def check_architecture(ckpt_cfg: Config,                # the config the checkpoint was trained with
+                       cfg: Config,                     # the config given for evaluation
+                       source: str = "the checkpoint"):  # how to name the checkpoint in the message
     "Raise `ConfigError` listing every architectural difference between `ckpt_cfg` and `cfg`."
-    diff = shape_differences(ckpt_cfg.to_dict(), cfg.to_dict())
-    if diff:
+    if diff := shape_differences(ckpt_cfg.to_dict(), cfg.to_dict()):
         raise ConfigError(f"{source} was trained with a different architecture than the given config "
                           "(checkpoint -> config):\n  " + "\n  ".join(diff))
 
@@ -339,15 +317,14 @@ def _check_nonempty(loader, split: str, cfg: Config):
                          "evaluation needs images in train and test")
 
 # %% ../nbs/08_eval.ipynb #f6ab542e
-def evaluate(
-    model_or_checkpoint,         # a checkpoint path, or a live model with `encode` (then `cfg` is required)
-    cfg: Optional[Config] = None, # data and eval settings; with a checkpoint it must build the same network
-    overrides=None,              # dotted overrides on top of `cfg` (or of the checkpoint's config)
-    baselines: bool = True,      # also evaluate the random-init and pixel baselines
-    loaders: Optional[dict] = None, # {"train", "test"[, "val"]} iterables of (images, labels); None: build_loader
-    cache_dir=None,              # feature cache; None: <run dir>/eval_cache for a checkpoint if eval.cache, else none
-    device=None,                 # where encoders run; None: CUDA if available, else CPU
-) -> dict:                       # see `evaluate_features`, plus "random_init", "pixels", "projection", provenance
+def evaluate(model_or_checkpoint, # a checkpoint path, or a live model with `encode` (then `cfg` is required)
+             cfg: Optional[Config] = None, # data and eval settings; with a checkpoint it must build the same network
+             overrides=None, # dotted overrides on top of `cfg` (or of the checkpoint's config)
+             baselines: bool = True, # also evaluate the random-init and pixel baselines
+             loaders: Optional[dict] = None, # {"train", "test"[, "val"]} iterables of (images, labels); None: build_loader
+             cache_dir=None, # feature cache; None: <run dir>/eval_cache for a checkpoint if eval.cache, else none
+             device=None, # where encoders run; None: CUDA if available, else CPU
+            ) -> dict: # see `evaluate_features`, plus "random_init", "pixels", "projection", provenance
     "kNN and linear-probe accuracy of frozen features, next to the random-init and raw-pixel baselines."
     device, checkpoint = select_device(device or "auto", field="device"), None
     if isinstance(model_or_checkpoint, (str, os.PathLike)):
@@ -364,27 +341,22 @@ def evaluate(
         cfg = _apply_overrides(cfg, overrides)
     ev = cfg.eval
     if loaders is None:
-        from hjepa.data import build_loader
-        from hjepa.data import split_size
+        from hjepa.data import build_loader, split_size
         loaders = {s: build_loader(cfg, s) for s in ("train", "val", "test") if s != "val" or split_size(cfg, "val")}
     missing = {"train", "test"} - set(loaders)
     if missing: raise ValueError(f"loaders lacks the split(s) {sorted(missing)}; give train and test (and val)")
     splits = [s for s in ("train", "val", "test") if s in loaders]  # without val the probe cross-validates on train
     for s in splits: _check_nonempty(loaders[s], s, cfg)
 
-    def features(enc, tag, ckpt=None):
-        out = {}
-        for s in splits:
-            key = (feature_cache_key(cfg, s, ckpt, tag, ev.encoder, ev.last_n_blocks, ev.pool)
-                   if cache_dir is not None and (ckpt is not None or tag != "model") else None)
-            out[s] = extract_features(enc, loaders[s], ev.encoder, ev.last_n_blocks, ev.pool, cache_dir, key, split=s)
-        return out
+    def features(enc, tag, ckpt=None):  # of every split; a live model's are never cached
+        cached = cache_dir is not None and (ckpt is not None or tag != "model")
+        key = lambda s: feature_cache_key(cfg, s, ckpt, tag, ev.encoder, ev.last_n_blocks, ev.pool) if cached else None
+        return {s: extract_features(enc, loaders[s], ev.encoder, ev.last_n_blocks, ev.pool, cache_dir, key(s), split=s)
+                for s in splits}
 
     was_device = _model_device(model)
-    try:
-        feats = features(model.to(device), "model", checkpoint)
-    finally:
-        model.to(was_device)
+    try: feats = features(model.to(device), "model", checkpoint)
+    finally: model.to(was_device)
     _check_classes(feats["train"][1])
     result = evaluate_features(feats["train"], feats.get("val"), feats["test"], ev, seed=cfg.train.seed)
     result.update(checkpoint=str(checkpoint) if checkpoint else None, dataset=cfg.data.dataset, encoder=ev.encoder,
@@ -430,10 +402,9 @@ def save_eval(result: dict, path) -> Path:
     return path
 
 # %% ../nbs/08_eval.ipynb #7a240c77
-def plot_eval(
-    result: dict,               # the output of `evaluate` (or `evaluate_features` plus "projection")
-    figsize=(13, 3.8),          # matplotlib figure size
-):                              # the matplotlib Figure
+def plot_eval(result: dict,       # the output of `evaluate` (or `evaluate_features` plus "projection")
+              figsize=(13, 3.8),  # matplotlib figure size
+             ):                   # the matplotlib Figure
     "Confusion matrix, PCA projection coloured by class and per-class accuracy (model vs baselines)."
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
@@ -484,8 +455,7 @@ def main(argv=None) -> int: # command-line arguments; None: sys.argv[1:]
     except (ValueError, OSError, CheckpointError) as e:  # bad input (ConfigError is a ValueError); a bug keeps its traceback
         print(f"hjepa-eval: error: {e}", file=sys.stderr)
         return 1
-    print(format_eval(result))
-    print(f"wrote {out}")
+    print(f"{format_eval(result)}\nwrote {out}")
     return 0
 
 # %% ../nbs/08_eval.ipynb #a97c8264
