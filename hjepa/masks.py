@@ -153,8 +153,7 @@ def _check_pair(name, v, what):
     lo, hi = v
     if what == "scale" and not (0 < lo <= 1 and 0 < hi <= 1):
         raise ConfigError(f"{name}={v} is outside (0, 1]: a scale is a fraction of the grid")
-    if what == "aspect" and (lo <= 0 or hi <= 0):
-        raise ConfigError(f"{name}={v}: aspect ratios (h/w) must be > 0")
+    if what == "aspect" and (lo <= 0 or hi <= 0): raise ConfigError(f"{name}={v}: aspect ratios (h/w) must be > 0")
     if lo > hi: raise ConfigError(f"{name}={v}: min {lo} > max {hi}")
 
 def _check_fit(prefix, scale, aspect, grid, where):
@@ -177,8 +176,9 @@ class _Draw:
 
 class BlockMasker:
     "Multi-block masks (I-JEPA §3) for `n_levels` grids pooled by `2**l`, with one shared level-0 context."
-    def __init__(self,
-                 grid: int | tuple[int, int],  # level-0 patch grid: a side, or (rows, cols)
+    _OPTIONS = ("target_scale", "target_aspect", "context_scale", "context_aspect", "allow_overlap", "nested",
+                "context_cut", "context", "min_context", "min_keep", "max_tries")  # arguments that are `cfg.mask` fields
+    def __init__(self, grid: int | tuple[int, int],  # level-0 patch grid: a side, or (rows, cols)
                  n_levels: int = 1,  # level l samples its targets on the grid pooled by 2**l
                  n_targets: int | Sequence[int] = (4,),  # target blocks per level: one value for all, or one per level
                  target_scale: tuple[float, float] = (0.15, 0.2),  # area of one target block, fraction of its level's grid
@@ -209,40 +209,31 @@ class BlockMasker:
             raise ConfigError(f"context={context!r} must be 'ijepa', 'guaranteed' or 'official'")
         if context_cut not in ("all_levels", "level0"):
             raise ConfigError(f"context_cut={context_cut!r} must be 'all_levels' or 'level0'")
-        self.context_cut = context_cut
         if not 0 < min_context <= 1: raise ConfigError(f"min_context={min_context} is outside (0, 1]")
         if not 1 <= min_keep <= H * W: raise ConfigError(f"min_keep={min_keep} must be in [1, {H * W}] (the {H}x{W} grid)")
         if max_tries < 1: raise ConfigError(f"max_tries={max_tries} must be >= 1")
         self.target_scale, self.target_aspect = tuple(target_scale), tuple(target_aspect)
         self.context_scale, self.context_aspect = tuple(context_scale), tuple(context_aspect)
-        self.allow_overlap, self.context, self.min_context = allow_overlap, context, min_context
+        self.allow_overlap, self.context_cut, self.context, self.min_context = allow_overlap, context_cut, context, min_context
         self._official = context == "official"
         if nested and n_levels == 1: raise ConfigError("nested=True needs n_levels > 1")
         if nested and max(self.n_targets[1:]) > self.n_targets[0]:
             raise ConfigError(f"nested=True needs no more blocks on a coarse level than on level 0; n_targets={self.n_targets}")
-        self.nested = nested
-        self.min_keep, self.max_tries, self.seed = min_keep, max_tries, seed
+        self.nested, self.min_keep, self.max_tries, self.seed = nested, min_keep, max_tries, seed
         self.need = min_keep if context != "guaranteed" else max(min_keep, math.ceil(min_context * H * W - 1e-9))
-        self.generator = torch.Generator().manual_seed(seed)
-        self.stats = Counter()
+        self.generator, self.stats = torch.Generator().manual_seed(seed), Counter()
 
     @classmethod
     def from_config(cls, cfg) -> BlockMasker:
         "The masker of a `Config`: `cfg.mask`, the level-0 grid of `cfg.data`/`cfg.model`, `cfg.model.n_levels`."
-        m = cfg.mask
-        return cls(grid_size(cfg), n_levels=cfg.model.n_levels, n_targets=config_n_targets(cfg),
-                   target_scale=m.target_scale, target_aspect=m.target_aspect, context_scale=m.context_scale,
-                   context_aspect=m.context_aspect, allow_overlap=m.allow_overlap, nested=m.nested,
-                   context_cut=m.context_cut, context=m.context,
-                   min_context=m.min_context, min_keep=m.min_keep, max_tries=m.max_tries, seed=cfg.train.seed)
+        return cls(grid_size(cfg), n_levels=cfg.model.n_levels, n_targets=config_n_targets(cfg), seed=cfg.train.seed,
+                   **{k: getattr(cfg.mask, k) for k in cls._OPTIONS})
 
     def __repr__(self):
-        keys = ["grid", "n_levels", "n_targets", "target_scale", "target_aspect", "context_scale", "context_aspect",
-                "allow_overlap", "nested", "context_cut", "context", "min_context", "min_keep", "max_tries", "seed"]
+        keys = ["grid", "n_levels", "n_targets", *self._OPTIONS, "seed"]
         return f"BlockMasker({', '.join(f'{k}={getattr(self, k)!r}' for k in keys)})"
 
-    def __call__(self,
-                 batch_size: int,  # samples in the batch
+    def __call__(self, batch_size: int,  # samples in the batch
                  generator: Optional[torch.Generator] = None,  # default: the masker's own generator
                  ) -> Masks:
         "Draw the masks of one batch."
@@ -260,8 +251,7 @@ class BlockMasker:
     def _sample(self, batch_size, generator=None) -> tuple[Masks, _Draw]:
         g = self.generator if generator is None else generator
         d = self._draw(batch_size, g)
-        self.stats["calls"] += 1
-        self.stats["samples"] += batch_size
+        self.stats.update(calls=1, samples=batch_size)
         targets = [_block_indices(c, s, lg) for c, s, lg in zip(d.corners, d.sizes, self.level_grids)]
         return Masks(_equalise(d.context, g, self._official), None, targets, self.grid, self.context_cut), d
 
@@ -336,8 +326,7 @@ def mask_stats(masker: BlockMasker,
     (H, W), L = masker.grid, masker.n_levels
     per, sizes, csizes = defaultdict(list), [Counter() for _ in range(L)], Counter()
     ctx_freq, tgt_freq = torch.zeros(H, W), [torch.zeros(lg) for lg in masker.level_grids]
-    done = 0
-    while done < n:
+    for done in range(0, n, batch_size):
         b = min(batch_size, n - done)
         m, d = masker._sample(b, g)
         cm = m.context_mask()
@@ -352,7 +341,6 @@ def mask_stats(masker: BlockMasker,
             sizes[l][d.sizes[l]] += b
         if L > 1: per["target union, all levels"].append(d.union.flatten(1).float().mean(1))
         csizes[d.csize] += b
-        done += b
     samples = {k: torch.cat(v) for k, v in per.items()}
     coverage = pd.DataFrame({k: dict(mean=v.mean().item(), min=v.min().item(), max=v.max().item()) for k, v in samples.items()}).T
     relax = {k: masker.stats[k] - before[k] for k in ("redrawn", "shrunk", "filled", "overlapped")}
@@ -403,8 +391,8 @@ def _display_images(images) -> list[np.ndarray]:
 def _overlay(img, context, targets, alpha: float) -> np.ndarray:
     "Darken non-context patches of `img`; tint each target block (M, h_l, w_l) in its colour."
     Hp, Wp = img.shape[:2]
-    def up(mask):  # cell mask -> pixel mask
-        return mask[np.arange(Hp) * mask.shape[0] // Hp][:, np.arange(Wp) * mask.shape[1] // Wp]
+    # a cell mask as a pixel mask
+    up = lambda mask: mask[np.arange(Hp) * mask.shape[0] // Hp][:, np.arange(Wp) * mask.shape[1] // Wp]
     out = img * np.where(up(context), 1.0, 0.3)[..., None]
     for k, t in enumerate(targets):
         out = np.where(up(t)[..., None], (1 - alpha) * out + alpha * _COLORS[k % len(_COLORS)], out)
@@ -498,12 +486,9 @@ def mask_explorer(images,  # images to preview: (B, 3, H, W) tensor or (H, W, 3)
         v = {k: c.value for k, c in controls.items()}
         controls["min_context"].disabled = v["context"] != "guaranteed"
         try:
-            n_targets = [int(x) for x in v["n_targets"].replace(" ", "").split(",") if x]
-            masker = BlockMasker((v["grid_rows"], v["grid_cols"]), n_levels=v["n_levels"], n_targets=n_targets,
-                                 target_scale=v["target_scale"], target_aspect=v["target_aspect"],
-                                 context_scale=v["context_scale"], context_aspect=v["context_aspect"],
-                                 allow_overlap=v["allow_overlap"], nested=v["nested"], context_cut=v["context_cut"],
-                                 context=v["context"], min_context=v["min_context"], seed=v["seed"])
+            n_targets = [int(x) for x in v.pop("n_targets").replace(" ", "").split(",") if x]
+            # the other controls are named as the masker's arguments
+            masker = BlockMasker((v.pop("grid_rows"), v.pop("grid_cols")), n_targets=n_targets, **v)
         except ValueError as e:
             stats_text.value = f"<p style='color:#b00020'><b>invalid:</b> {html.escape(str(e))}</p>"
             return
