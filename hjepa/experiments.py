@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import math
 import re
 import sys
 import time
-import traceback
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
@@ -30,8 +27,7 @@ __all__ = ['EXPERIMENTS', 'DEMO_PARAMS', 'ExperimentError', 'friendly_errors', '
 # %% ../nbs/09_experiments.ipynb #30c0da85
 class ExperimentError(RuntimeError):
     "An experiment cannot run; shown in notebooks as one paragraph instead of a traceback."
-    def _render_traceback_(self):
-        return [f"\x1b[1;31m{type(self).__name__}\x1b[0m: {self}"]
+    def _render_traceback_(self): return [f"\x1b[1;31m{type(self).__name__}\x1b[0m: {self}"]
 
 @contextmanager
 def friendly_errors(what: str = "the experiment"):
@@ -55,8 +51,7 @@ def experiment_config(preset: str = "tiny+hjepa", # presets joined with '+'
                       **params) -> Config:
     "A validated `Config` from notebook parameters (None keeps the preset's value) and dotted overrides."
     curve = params.pop("curve_every", None) or 0  # checkpoints along the run: train.ckpt_every and train.keep_last
-    unknown = set(params) - set(_PARAM_KEYS)
-    if unknown:
+    if unknown := set(params) - set(_PARAM_KEYS):
         raise ConfigError(f"unknown experiment parameter(s) {sorted(unknown)}; known: {sorted([*_PARAM_KEYS, 'curve_every'])}")
     d = {_PARAM_KEYS[k]: v for k, v in params.items() if v is not None}
     for sec, kv in parse_overrides([str(o) for o in overrides or []]).items():  # the config's one override parser
@@ -91,8 +86,7 @@ def render_html(nb_path, html_path=None) -> Path:
     "Render an executed notebook to a standalone HTML report."
     import nbformat
     from nbconvert import HTMLExporter
-    nb_path = Path(nb_path)
-    html_path = Path(html_path or nb_path.with_suffix(".html"))
+    html_path = Path(html_path or Path(nb_path).with_suffix(".html"))
     from nbconvert.preprocessors import TagRemovePreprocessor
     ex = HTMLExporter(template_name="lab")  # the report opens with its answer: parameter and import cells show no code
     ex.register_preprocessor(TagRemovePreprocessor(remove_input_tags={"parameters", "injected-parameters", "hide-input"},
@@ -151,8 +145,7 @@ def set_aside_unfinished(rdir: Path) -> Optional[Path]:
     "Move a run directory whose training began but never finished (no `metrics.json`) to `<name>.unfinished-<k>`; return where."
     rdir = Path(rdir)
     if (rdir / "metrics.json").exists() or not (rdir / "config.yaml").exists(): return None
-    k = 1
-    while (dest := rdir.with_name(f"{rdir.name}.unfinished-{k}")).exists(): k += 1
+    dest = next(d for k in itertools.count(1) if not (d := rdir.with_name(f"{rdir.name}.unfinished-{k}")).exists())
     rdir.rename(dest)
     return dest
 
@@ -285,9 +278,8 @@ def collapse_explorer(run_dir): # a run directory written by the trainer
     return ui
 
 # %% ../nbs/09_experiments.ipynb #7bb3d551
-def summary_markdown(m: dict, # a run's summary (`hjepa.runs.read_summary`)
-                    ) -> str:
-    "The answer of a training report as markdown: accuracy against the baselines, steps made of planned and why training stopped, the collapse verdict, wall time."
+def summary_markdown(m: dict) -> str:
+    "The answer of a training report as markdown, from a run's summary `m` (`hjepa.runs.read_summary`): accuracy against the baselines, steps made of planned and why training stopped, the collapse verdict, wall time."
     pct = lambda x: "–" if x is None else f"{100 * x:.1f} %"
     acc = [f"| {name} | {pct(m[k].get('knn_top1'))} | {pct(m[k].get('probe_test'))} |"
            for name, k in (("pre-trained (target encoder)", "eval"), ("same encoder, random init", "random_init"), ("raw pixels", "pixels"))]
@@ -336,13 +328,11 @@ def demo(out_dir: str = "runs/demo", **params) -> dict:
     from hjepa.runs import read_summary
     p = dict(DEMO_PARAMS, out_dir=out_dir, **params)
     if (Path(out_dir) / "metrics.jsonl").exists():  # a run there already: keep it, and start this one afresh
-        k = 1
-        while (old := Path(f"{out_dir}.previous-{k}")).exists(): k += 1
+        old = next(p for k in itertools.count(1) if not (p := Path(f"{out_dir}.previous-{k}")).exists())
         Path(out_dir).rename(old); print(f"hjepa demo: the earlier run in {out_dir} moved to {old}")
     print(f"hjepa demo: pre-training {p['preset']} on {p['dataset']} for {p['max_steps']} optimizer steps, then evaluating "
           "against random init and raw pixels ...", flush=True)
-    with _step_bar(out_dir, p["max_steps"]):
-        res = run_notebook("train", out_dir, p)
+    with _step_bar(out_dir, p["max_steps"]): res = run_notebook("train", out_dir, p)
     if res["status"] != "ok": sys.exit(f"hjepa demo failed: {res['error']} (see {res['executed']})")
     m = read_summary(out_dir)
     print(f"\n{summary_markdown(m)}\n\nrun directory: {out_dir}\nreport:        {res['html']}\nwall time:     {res['seconds']} s "
