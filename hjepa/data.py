@@ -5,14 +5,7 @@
 # %% ../nbs/06_data.ipynb #c12f7d7a
 from __future__ import annotations
 
-import contextlib
-import functools
-import json
-import math
-import os
-import pickle
-import random
-import warnings
+import contextlib, functools, json, math, os, pickle, random, warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Optional, Sequence

@@ -5,12 +5,7 @@
 # %% ../nbs/08_eval.ipynb #cb79a8c5
 from __future__ import annotations
 
-import argparse
-import hashlib
-import json
-import os
-import sys
-import warnings
+import argparse, hashlib, json, os, sys, warnings
 from pathlib import Path
 from typing import Literal, Optional
 

@@ -5,11 +5,7 @@
 # %% ../nbs/09_experiments.ipynb #a7f72eb4
 from __future__ import annotations
 
-import argparse
-import itertools
-import re
-import sys
-import time
+import argparse, itertools, re, sys, time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional

@@ -5,10 +5,7 @@
 # %% ../nbs/01_masks.ipynb #126bbdc3
 from __future__ import annotations
 
-import base64
-import html
-import io
-import math
+import base64, html, io, math
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -17,8 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import ConfigError, check_levels, grid_size, max_levels
-from .config import n_targets as config_n_targets
+from .config import ConfigError, check_levels, grid_size, max_levels, n_targets as config_n_targets
 
 # %% auto #0
 __all__ = ['MASKERS', 'Masks', 'BlockMasker', 'build_masker', 'mask_stats', 'plot_mask_stats', 'show_masks', 'show_masks_plotly',

@@ -5,16 +5,7 @@
 # %% ../nbs/07_train.ipynb #e139b124
 from __future__ import annotations
 
-import argparse
-import contextlib
-import dataclasses
-import json
-import logging
-import math
-import os
-import random
-import sys
-import time
+import argparse, contextlib, dataclasses, json, logging, math, os, random, sys, time
 from pathlib import Path
 from typing import Callable, Optional
 
