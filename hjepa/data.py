@@ -232,10 +232,8 @@ def _set_partitions(n: int) -> list[tuple]:
 
 SCENE_LAYOUTS = _set_partitions(4)  # the 15 ways four quadrants can share shape kinds
 
-def scene_kinds(label: int, # class: an index into `SCENE_LAYOUTS`
-                rng: np.random.Generator, # source of the kinds
-               ) -> list[int]:
-    "The shape kind of each quadrant (top-left, top-right, bottom-left, bottom-right): equal exactly where the layout says."
+def scene_kinds(label: int, rng: np.random.Generator) -> list[int]:
+    "The shape kind of each quadrant (top-left, top-right, bottom-left, bottom-right): equal exactly where layout `SCENE_LAYOUTS[label]` says."
     layout = SCENE_LAYOUTS[label]
     kinds = rng.choice(len(SHAPE_KINDS), max(layout) + 1, replace=False)
     return [int(kinds[g]) for g in layout]
@@ -304,10 +302,8 @@ class DigitsDataset(_Labelled):
 # %% ../nbs/06_data.ipynb #773d75e1
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
 
-def sample_photos(size: int = 224, # side of the square photos, pixels
-                  names: Sequence[str] = PHOTOS, # which `skimage.data` images
-                 ) -> dict[str, Image.Image]:
-    "scikit-image's sample photographs as square RGB PIL images (centre crop, then resize)."
+def sample_photos(size: int = 224, names: Sequence[str] = PHOTOS) -> dict[str, Image.Image]:
+    "scikit-image's sample photographs `names` as square RGB PIL images of side `size` (centre crop, then resize)."
     import skimage.data
     from PIL import ImageOps
     _check_pos("size", size, 8)
@@ -340,10 +336,8 @@ def _class_dirs(root: Path) -> list[str]:
 def _images_in(d: Path) -> list[Path]:
     return sorted(p for p in d.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS and p.is_file())
 
-def scan_image_folder(root, # directory with one sub-directory per class
-                      classes: Optional[Sequence[str]] = None, # class names (label = position); None: all, sorted
-                     ) -> tuple[list[Path], np.ndarray, list[str]]:
-    "Image paths, labels and class names of an ImageFolder tree, with errors that name the path."
+def scan_image_folder(root, classes: Optional[Sequence[str]] = None) -> tuple[list[Path], np.ndarray, list[str]]:
+    "Image paths, labels (position in `classes`; None: all class sub-directories, sorted) and class names of an ImageFolder tree; errors name the path."
     root = Path(root)
     if not root.is_dir(): raise FileNotFoundError(f"image directory {root} does not exist")
     found = _class_dirs(root)

@@ -82,13 +82,9 @@ def knn_classify(train_feats,                      # (N_train, F) features of th
     return dict(top1=float(hit[:, 0].mean()), top5=float(hit.any(1).mean()), pred=ranked[:, 0], k=k)
 
 # %% ../nbs/08_eval.ipynb #9c42c90b
-def gaussian_clusters(n: int = 300,         # samples
-                      n_classes: int = 5,   # clusters, one per class
-                      dim: int = 16,        # feature dimension
-                      spread: float = 0.3,  # within-cluster std, relative to unit-norm cluster centres
-                      seed: int = 0,        # the centres and samples come from this seed
+def gaussian_clusters(n: int = 300, n_classes: int = 5, dim: int = 16, spread: float = 0.3, seed: int = 0
                      ) -> tuple[np.ndarray, np.ndarray]:  # features (n, dim) float32 and labels (n,) int64
-    "Synthetic features with known structure: one isotropic Gaussian per class, labels balanced."
+    "Synthetic features with known structure: one isotropic Gaussian of std `spread` around each unit-norm class centre, labels balanced."
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(n_classes, dim))
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
@@ -171,19 +167,16 @@ def linear_probe(train: tuple, # (features (N, F), labels (N,)) the head is fitt
                 chosen_by="validation split" if val is not None else f"{len(splits)}-fold cross-validation on train")
 
 # %% ../nbs/08_eval.ipynb #8f564afc
-def class_report(y_true,          # (N,) labels
-                 y_pred,          # (N,) predictions
-                 n_classes: int,  # number of classes (rows/columns of the matrix)
-                ) -> dict:        # {"per_class_accuracy": (C,) with NaN for absent classes, "confusion": (C, C) counts}
-    "Per-class accuracy (recall) and the confusion matrix (rows: true class, columns: predicted)."
+def class_report(y_true, y_pred, n_classes: int
+                ) -> dict:  # {"per_class_accuracy": (C,) with NaN for absent classes, "confusion": (C, C) counts}
+    "Per-class accuracy (recall) of (N,) predictions and the confusion matrix (rows: true class, columns: predicted)."
     cm = confusion_matrix(np.asarray(y_true), np.asarray(y_pred), labels=np.arange(n_classes))
     support = cm.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"): acc = np.where(support > 0, np.diag(cm) / support, np.nan)
     return dict(per_class_accuracy=acc, confusion=cm)
 
-def project_2d(feats,  # (N, F) features
-              ) -> np.ndarray:  # (N, 2) coordinates on the first two principal axes
-    "PCA projection of standardised features to 2-D (deterministic: full SVD)."
+def project_2d(feats) -> np.ndarray:
+    "PCA projection of standardised (N, F) features to (N, 2) coordinates on the first two principal axes (deterministic: full SVD)."
     X = StandardScaler().fit_transform(np.asarray(feats, dtype=np.float64))
     if X.shape[1] < 2: return np.pad(X, ((0, 0), (0, 2 - X.shape[1])))
     return PCA(n_components=2, svd_solver="full").fit_transform(X).astype(np.float32)

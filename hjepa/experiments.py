@@ -210,10 +210,8 @@ def checkpoints(run_dir) -> list[Path]:
     return list_checkpoints(r.checkpoints) + ([r.final] if r.final.exists() else [])
 
 # %% ../nbs/09_experiments.ipynb #8239a3b6
-def checkpoint_spectrum(run_dir, # a run directory
-                        checkpoint=None, # a checkpoint path; default: the run's last
-                        n_images: int = 256) -> dict:
-    "Per-dimension std (of L2-normalised features) and singular values of a checkpoint's target features on validation images."
+def checkpoint_spectrum(run_dir, checkpoint=None, n_images: int = 256) -> dict:
+    "Per-dimension std (of L2-normalised features) and singular values of a checkpoint's target features on `n_images` validation images (default checkpoint: the run's last)."
     import torch
     from hjepa.losses import rankme
     from hjepa.runs import load_model

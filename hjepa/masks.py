@@ -312,11 +312,8 @@ def build_masker(cfg):
     return MASKERS[cfg.mask.kind].from_config(cfg)
 
 # %% ../nbs/01_masks.ipynb #6195a335
-def mask_stats(masker: BlockMasker,
-               n: int = 1024,  # samples to draw
-               batch_size: int = 128,  # batch size (equalisation depends on it)
-               seed: int = 0) -> dict:
-    "Coverage (a DataFrame of mean/min/max), block-size counts, per-cell heatmaps and relaxation counts."
+def mask_stats(masker: BlockMasker, n: int = 1024, batch_size: int = 128, seed: int = 0) -> dict:
+    "Coverage (a DataFrame of mean/min/max), block-size counts, per-cell heatmaps and relaxation counts of `n` samples drawn in batches (equalisation depends on their size)."
     import pandas as pd
     g, before = torch.Generator().manual_seed(seed), Counter(masker.stats)
     (H, W), L = masker.grid, masker.n_levels

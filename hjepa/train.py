@@ -78,10 +78,8 @@ def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype
                           "use 'bf16' or 'fp32'")
     return dict(fp32=None, bf16=torch.bfloat16, fp16=torch.float16)[precision]
 
-def check_attn_backend(backend: str, # model.attn_backend
-                       precision: str, # train.precision
-                       device: torch.device): # resolved device
-    "`model.attn_backend='flash'` asks for flash-attn: a `ConfigError` where it could never run (package, device, fp32)."
+def check_attn_backend(backend: str, precision: str, device: torch.device):
+    "`model.attn_backend='flash'` asks for flash-attn: a `ConfigError` where it could never run (package, resolved device, `train.precision` fp32)."
     if backend != "flash": return
     from hjepa.models import _flash_available  # the attention layer's own test, so the two cannot drift apart
     why = ("the flash_attn package is not installed" if not _flash_available() else
@@ -109,10 +107,8 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.AdamW:
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=o.lr, betas=tuple(o.betas),
                              fused=devs in ({"cpu"}, {"cuda"}))
 
-def set_hparams(opt: torch.optim.Optimizer, # from `build_optimizer`
-                lr: float, # this step's learning rate
-                wd: float): # this step's weight decay (decayed group only)
-    "Write this step's learning rate and weight decay into the optimizer's groups."
+def set_hparams(opt: torch.optim.Optimizer, lr: float, wd: float):
+    "Write this step's learning rate and weight decay (decayed group only) into the groups of `build_optimizer`'s optimizer."
     for g in opt.param_groups:
         g["lr"] = lr
         if g.get("apply_wd", True): g["weight_decay"] = wd
@@ -569,17 +565,14 @@ def _test_sleep_step():
 
 
 # %% ../nbs/07_train.ipynb #78622ab5
-def train(cfg: Config, # validated config (`get_config`, `load_config`)
-          **components, # optional `model_fn`, `loss_fn`, `loader_fn` (see `Trainer`)
-         ) -> Path:
-    "Train H-JEPA as `cfg` says; returns the run directory."
+def train(cfg: Config, **components) -> Path:
+    "Train H-JEPA as the validated `cfg` says, with optional `model_fn`, `loss_fn`, `loader_fn` (see `Trainer`); returns the run directory."
     return Trainer(cfg, **components).fit()
 
 
 # %% ../nbs/07_train.ipynb #97ebf868
-def cli_config(argv: Optional[list] = None, # command-line arguments (default `sys.argv[1:]`)
-              ) -> Config:
-    "Parse `--config FILE [--preset P] key=value ...` into a validated `Config`."
+def cli_config(argv: Optional[list] = None) -> Config:
+    "Parse `--config FILE [--preset P] key=value ...` (default: `sys.argv[1:]`) into a validated `Config`."
     ap = argparse.ArgumentParser(prog="hjepa-train", description="Train a hierarchical JEPA; writes a run directory.")
     ap.add_argument("--config", help="YAML config (a full or partial config, optionally with a 'preset:' key)")
     ap.add_argument("--preset", default=None, help="presets joined with '+', e.g. 'micro+ijepa' (applied over the file)")
@@ -588,9 +581,8 @@ def cli_config(argv: Optional[list] = None, # command-line arguments (default `s
     if a.config is None: return get_config(a.preset or "hjepa", a.overrides)
     return load_config(a.config, a.overrides, preset=a.preset)
 
-def main(argv: Optional[list] = None, # command-line arguments (default `sys.argv[1:]`)
-        ) -> int:
-    "Console script `hjepa-train`: train and print the run directory."
+def main(argv: Optional[list] = None) -> int:
+    "Console script `hjepa-train` (arguments as `cli_config`'s): train and print the run directory."
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try: run = train(cli_config(argv))
     except (NonFiniteError, ConfigError, CheckpointError, DataError, OSError) as e:  # not a bug: no traceback
