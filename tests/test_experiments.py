@@ -170,7 +170,8 @@ def test_results_report_runs_and_refuses_mixed_budgets(tmp_path):
     out = nbformat.read(tmp_path / "a.ipynb", as_version=4)
     text = "\n".join(str(o.get("data", {}).get("text/markdown", "")) + str(o.get("data", {}).get("text/plain", ""))
                      for c in out.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "hjepa ≥ ijepa at equal budget" in text and "No silent collapse" in text and "4 steps of pre-training" in text
+    assert "### The answer" in text and "2 of the 2 planned" in text and "`hjepa` − `ijepa`:" in text  # the answer, computed
+    assert "Collapse monitor on the recipes:" in text and "Spearman ρ (loss, probe)" in text and "4 steps of pre-training" in text
     assert len(outputs(tmp_path / "a.ipynb", "image/png")) >= 3  # accuracy bars, loss vs accuracy, accuracy vs steps
     assert "no run of this page's configs in the replication records" in stream_text(tmp_path / "a.ipynb")
     # the finished runs are recorded, with the speed the trainer measured into the run's env.json

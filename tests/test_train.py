@@ -261,7 +261,7 @@ def test_collapse_warning(tmp_path, caplog):
             return out
     comps = dict(stand_in(), model_fn=Collapsed)
     with caplog.at_level("WARNING", logger="hjepa.train"):
-        T.train(micro(tmp_path / "r", "train.max_steps=2", "train.monitor_every=1"), **comps)
+        T.train(micro(tmp_path / "r", "train.max_steps=2", "train.monitor_every=1", "train.collapse_patience=1"), **comps)
     mon = R.read_metrics(tmp_path / "r", "monitor")
     # collapsed from step 1 (its own reference): the absolute floor of the spread still flags it
     assert any("spread/context" in w for w in mon[0]["warnings"]) and not any("target" in w for w in mon[0]["warnings"])
