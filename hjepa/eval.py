@@ -26,7 +26,7 @@ from .runs import CheckpointError, config_from_plain, load_model, select_device,
 # %% auto #0
 __all__ = ['knn_classify', 'gaussian_clusters', 'linear_probe', 'class_report', 'project_2d', 'evaluate_features', 'PixelEncoder',
            'feature_cache_key', 'extract_features', 'check_architecture', 'run_dir_of', 'evaluate', 'format_eval',
-           'to_jsonable', 'save_eval', 'plot_eval', 'main']
+           'to_jsonable', 'save_eval', 'plot_eval', 'main', 'LayerEncoder', 'probe_layers']
 
 # %% ../nbs/08_eval.ipynb #557a85c0
 def _as_xy(feats, labels, split: str):
@@ -449,3 +449,37 @@ def main(argv=None) -> int: # command-line arguments; None: sys.argv[1:]
 # %% ../nbs/08_eval.ipynb #a97c8264
 if __name__ == "__main__" and "__file__" in globals():  # `python -m hjepa.eval` (not when run as a notebook)
     sys.exit(main())
+
+# %% ../nbs/08_eval.ipynb #19b84fe4
+class LayerEncoder(torch.nn.Module):
+    "A model's target encoder seen through one part, for `extract_features`: the mean token of `block`, or level `level`'s pooled target map, flattened."
+    def __init__(self, model, block: Optional[int] = None, level: Optional[int] = None):
+        super().__init__()
+        if (block is None) == (level is None): raise ValueError("give exactly one of block, level")
+        self.model, self.block, self.level = model, block, level
+
+    def encode(self, images, **_):
+        from hjepa.models import pool_levels
+        enc, m = self.model.target_encoder or self.model.context_encoder, self.model
+        if self.block is not None: return enc(images, blocks=[self.block])[0].mean(1)
+        b = m.level_blocks[self.level] if self.level < len(m.level_blocks) else enc.depth
+        return pool_levels([enc(images, blocks=[b])[0]] * (self.level + 1), enc.grid_of(*images.shape[-2:]))[self.level].flatten(1)
+
+def probe_layers(checkpoint, # a checkpoint path
+                 overrides=None, # dotted overrides of its config (data and eval settings)
+                 device=None, # where the encoder runs; None: CUDA if available, else CPU
+                ) -> list[dict]: # {"part": "block b" | "level l", "knn_top1", "probe_test", "feature_dim"} per part
+    "kNN and linear-probe accuracy of every target-encoder block's mean token and of every level's pooled target map."
+    from hjepa.config import max_levels
+    from hjepa.data import build_loader, split_size
+    cfg, model = load_model(checkpoint)
+    cfg = _apply_overrides(cfg, overrides)
+    model = model.to(select_device(device or "auto", field="device"))
+    loaders = {s: build_loader(cfg, s) for s in ("train", "val", "test") if s != "val" or split_size(cfg, "val")}
+    g = cfg.data.image_size // cfg.model.patch_size
+    parts = [dict(block=b) for b in range(1, cfg.model.depth + 1)] + [dict(level=l) for l in range(max_levels(g, g))]
+    out = []
+    for p in parts:
+        r, ((kind, i),) = evaluate(LayerEncoder(model, **p), cfg, baselines=False, loaders=loaders), p.items()
+        out.append(dict(part=f"{kind} {i}", knn_top1=r["knn_top1"], probe_test=r["probe_test"], feature_dim=r["feature_dim"]))
+    return out
