@@ -282,14 +282,16 @@ def summary_markdown(m: dict) -> str:
     early = planned is None or steps < planned
     stopped = (m.get("stopped") or "no final event").removeprefix("finished: ")
     c, w = m.get("collapse", {}), m["collapse_warnings"]
-    spread = ", ".join(f"{name} {c[k]:.3g}" for name, k in (("target std", "std/target"), ("effective rank", "rank/target")) if k in c)
+    c0 = m.get("collapse_first", {})  # the monitor judges each statistic against its value at the first monitored step
+    spread = ", ".join(f"{name} {c0[k]:.3g} → {c[k]:.3g}" for name, k in (("target centred rank", "crank/target"),
+                                                                          ("target spread", "spread/target")) if k in c and k in c0)
     return "\n".join([
         f"### {m.get('preset', 'model')} on {m['dataset']}: kNN {gain('knn_top1'):+.1f}, linear probe {gain('probe_test'):+.1f} points over random init",
         "", "| test accuracy | kNN top-1 | linear probe |", "|---|---|---|", *acc, "",
         f"- **Training:** {steps} of {planned if planned is not None else '?'} planned optimizer steps ({stopped})"
         + (f". **Stopped early: the schedules planned {planned} steps.**" if early else "."),
         "- **Collapse:** " + (f"**the monitor warned {w} times** (see the collapse metrics below)" if w else "no warning from the monitor")
-        + (f"; at the end {spread}" if spread else "") + ".",
+        + (f"; from the first monitored step to the end, {spread}" if spread else "") + ".",
         f"- **Wall time:** {m['wall_time_s']:.0f} s of pre-training" + (f", {m['images_per_s']:.0f} images/s" if m.get("images_per_s") else "") + "."])
 
 
