@@ -460,7 +460,8 @@ class LayerEncoder(torch.nn.Module):
 
     def encode(self, images, **_):
         from hjepa.models import pool_levels
-        enc, m = self.model.target_encoder or self.model.context_encoder, self.model
+        m = self.model
+        enc = m._target_net()  # the EMA copy, or the context encoder of a shared run: what `HJEPA.encode` reads
         if self.block is not None: return enc(images, blocks=[self.block])[0].mean(1)
         b = m.level_blocks[self.level] if self.level < len(m.level_blocks) else enc.depth
         return pool_levels([enc(images, blocks=[b])[0]] * (self.level + 1), enc.grid_of(*images.shape[-2:]))[self.level].flatten(1)
