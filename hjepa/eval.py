@@ -469,13 +469,14 @@ class LayerEncoder(torch.nn.Module):
 def probe_layers(checkpoint, # a checkpoint path
                  overrides=None, # dotted overrides of its config (data and eval settings)
                  device=None, # where the encoder runs; None: CUDA if available, else CPU
+                 random_init: bool = False, # probe the checkpoint's architecture untrained (`evaluate`'s random-init baseline) instead
                 ) -> list[dict]: # {"part": "block b" | "level l", "knn_top1", "probe_test", "feature_dim"} per part
     "kNN and linear-probe accuracy of every target-encoder block's mean token and of every level's pooled target map."
     from hjepa.config import max_levels
     from hjepa.data import build_loader, split_size
     cfg, model = load_model(checkpoint)
     cfg = _apply_overrides(cfg, overrides)
-    model = model.to(select_device(device or "auto", field="device"))
+    model = (_random_init(cfg) if random_init else model).to(select_device(device or "auto", field="device"))
     loaders = {s: build_loader(cfg, s) for s in ("train", "val", "test") if s != "val" or split_size(cfg, "val")}
     g = cfg.data.image_size // cfg.model.patch_size
     parts = [dict(block=b) for b in range(1, cfg.model.depth + 1)] + [dict(level=l) for l in range(max_levels(g, g))]
