@@ -172,6 +172,7 @@ def test_results_report_runs_and_refuses_mixed_budgets(tmp_path):
                      for c in out.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "### The answer" in text and "2 of the 2 planned" in text and "`hjepa` − `ijepa`:" in text  # the answer, computed
     assert "Collapse monitor on the recipes:" in text and "Spearman ρ (loss, probe)" in text and "4 steps of pre-training" in text
+    assert "**Does the hierarchy pay (digits)?**" in text and "`hjepa` − `ijepa`" in text and "no verdict: fewer than 2 seeds" in text
     assert len(outputs(tmp_path / "a.ipynb", "image/png")) >= 3  # accuracy bars, loss vs accuracy, accuracy vs steps
     assert "no run of this page's configs in the replication records" in stream_text(tmp_path / "a.ipynb")
     # the finished runs are recorded, with the speed the trainer measured into the run's env.json
@@ -183,6 +184,13 @@ def test_results_report_runs_and_refuses_mixed_budgets(tmp_path):
     # the report's own functions, on these runs and records, in this process
     ns = report_setup(**base)
     assert set(ns["read_records"]()) == {("digits", "ijepa", 0), ("digits", "hjepa", 0)}
+    # the hierarchy's bar: 2 points ahead with separate intervals, or the flat final probe within 60 % of the steps
+    pays, S = ns["pays"], pd.Series
+    assert pays(S([90.0, 91.0]), S([93.0, 94.0]), float("nan")).startswith("yes: ≥ 2 points")
+    assert pays(S([90.0, 92.0]), S([92.5, 95.5]), float("nan")) == "no"                        # +3 points, intervals overlap
+    assert pays(S([90.0, 91.0]), S([90.0, 91.0]), 2.0).startswith("yes: ≤ 60 %")              # at step 2 of 4
+    assert pays(S([90.0, 91.0]), S([90.0, 91.0]), 3.0) == "no"                                 # at step 3 of 4: 75 %
+    assert pays(S([90.0]), S([99.0]), 1.0).startswith("no verdict")                           # one seed
     # a run re-read from its directory takes its env.json speed; one whose env.json has none keeps its record's
     env_f = root / "digits/hjepa-s0/env.json"
     e = json.loads(env_f.read_text()); del e["device"]["cpu_gflops"]; env_f.write_text(json.dumps(e))
