@@ -191,6 +191,7 @@ def test_results_report_runs_and_refuses_mixed_budgets(tmp_path):
     assert pays(S([90.0, 91.0]), S([90.0, 91.0]), 2.0).startswith("yes: ≤ 60 %")              # at step 2 of 4
     assert pays(S([90.0, 91.0]), S([90.0, 91.0]), 3.0) == "no"                                 # at step 3 of 4: 75 %
     assert pays(S([90.0]), S([99.0]), 1.0).startswith("no verdict")                           # one seed
+    assert pays(S([10.0, 11.0]), S([10.0, 11.0]), 2.0, floor=10.0) == "no"                   # the flat recipe learned nothing
     # a run re-read from its directory takes its env.json speed; one whose env.json has none keeps its record's
     env_f = root / "digits/hjepa-s0/env.json"
     e = json.loads(env_f.read_text()); del e["device"]["cpu_gflops"]; env_f.write_text(json.dumps(e))
