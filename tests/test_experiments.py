@@ -172,7 +172,7 @@ def test_results_report_runs_and_refuses_mixed_budgets(tmp_path):
                      for c in out.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "### The answer" in text and "2 of the 2 planned" in text and "`hjepa` − `ijepa`:" in text  # the answer, computed
     assert "Collapse monitor on the recipes:" in text and "Spearman ρ (loss, probe)" in text and "4 steps of pre-training" in text
-    assert "**Does the hierarchy pay (digits)?**" in text and "`hjepa` − `ijepa`" in text and "no verdict: fewer than 2 seeds" in text
+    assert "**Does the hierarchy pay (digits, 4 steps)?**" in text and "`hjepa` − `ijepa`" in text and "no verdict: fewer than 2 seeds" in text
     assert len(outputs(tmp_path / "a.ipynb", "image/png")) >= 3  # accuracy bars, loss vs accuracy, accuracy vs steps
     assert "no run of this page's configs in the replication records" in stream_text(tmp_path / "a.ipynb")
     # the finished runs are recorded, with the speed the trainer measured into the run's env.json
@@ -192,6 +192,10 @@ def test_results_report_runs_and_refuses_mixed_budgets(tmp_path):
     assert pays(S([90.0, 91.0]), S([90.0, 91.0]), 3.0) == "no"                                 # at step 3 of 4: 75 %
     assert pays(S([90.0]), S([99.0]), 1.0).startswith("no verdict")                           # one seed
     assert pays(S([10.0, 11.0]), S([10.0, 11.0]), 2.0, floor=10.0) == "no"                   # the flat recipe learned nothing
+    assert pays(S([90.0, 91.0]), S([90.0, 91.0]), 3.0, steps=8).startswith("yes: ≤ 60 %")     # another budget: step 3 of 8
+    # another step budget is another config: the 4-step records are not read as 8-step ones, and vice versa
+    assert ns["params_key"]("digits", "ijepa", 0, 8) != ns["params_key"]("digits", "ijepa", 0)
+    assert ns["read_records"](steps=8) == {} and set(ns["read_records"](steps=4)) == set(ns["read_records"]())
     # a run re-read from its directory takes its env.json speed; one whose env.json has none keeps its record's
     env_f = root / "digits/hjepa-s0/env.json"
     e = json.loads(env_f.read_text()); del e["device"]["cpu_gflops"]; env_f.write_text(json.dumps(e))
