@@ -196,6 +196,9 @@ def test_results_report_runs_and_refuses_mixed_budgets(tmp_path):
     # another step budget is another config: the 4-step records are not read as 8-step ones, and vice versa
     assert ns["params_key"]("digits", "ijepa", 0, 8) != ns["params_key"]("digits", "ijepa", 0)
     assert ns["read_records"](steps=8) == {} and set(ns["read_records"](steps=4)) == set(ns["read_records"]())
+    # a lane of LeJEPA alone (no masks, so no context to tabulate) gets an empty context table, not a crash
+    lone = report_setup(**(base | dict(variants=["lejepa"], diagnostics=[]))) | dict(RC=pd.DataFrame(columns=["dataset", "variant", "gain"]))
+    assert report_cell(lone, "ctx_rows = []")["CTX"].empty
     # a run re-read from its directory takes its env.json speed; one whose env.json has none keeps its record's
     env_f = root / "digits/hjepa-s0/env.json"
     e = json.loads(env_f.read_text()); del e["device"]["cpu_gflops"]; env_f.write_text(json.dumps(e))
