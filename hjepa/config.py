@@ -49,14 +49,14 @@ VIT_SIZES = dict(  # name -> (embed_dim, depth, num_heads), as in ViT/DeiT
 class DataConfig:
     "Where images come from and how they are cropped."
     dataset: Literal["shapes", "scenes", "digits", "imagefolder", "cifar10", "cifar100"] = F(
-        "shapes", doc="embedded procedural shapes (default, no download), scenes of four shapes whose arrangement is the class, sklearn digits, or data on disk")
+        "shapes", doc="embedded procedural shapes (default, no download), scenes (Navon figures: the class is a large shape that small shapes trace), sklearn digits, or data on disk")
     data_dir: Optional[str] = F(None, doc="root of an ImageFolder tree or of the CIFAR python batches")
     class_list: Optional[str] = F(None, doc="text file of class names (one per line) to use a subset of an ImageFolder")
     image_size: int = F(224, 8, 4096, doc="side of the square training crop, pixels")
     n_train: int = F(4096, 1, doc="images generated for the train split (shapes, digits)")
     n_val: int = F(512, 0, doc="images in the validation split")
     n_test: int = F(512, 0, doc="images in the test split (shapes, digits)")
-    n_classes: int = F(10, 2, 64, doc="classes of the procedural shapes (at most 64) or scenes (at most 15) dataset")
+    n_classes: int = F(10, 2, 64, doc="classes of the procedural shapes (at most 64) or scenes (at most 16) dataset")
     crop_scale: tuple[float, float] = F((0.3, 1.0), 0.0, 1.0, lo_open=True, doc="RandomResizedCrop area range")
     hflip: bool = F(False, doc="random horizontal flip")
     augment: Literal["minimal", "3aug"] = F("minimal", doc="minimal (I-JEPA) or DeiT III 3-Augment")
@@ -411,8 +411,8 @@ def validate(cfg: Config) -> Config:
         if d.data_dir is None: raise ConfigError(f"data.data_dir is required for data.dataset={d.dataset!r}")
         for n in ("n_train", "n_test", "n_classes"): _unused(cfg, "data", n, f"data.dataset={d.dataset!r} reads its size from disk")
     if d.dataset not in ("shapes", "scenes"): _unused(cfg, "data", "n_classes", f"data.dataset={d.dataset!r} has its own classes")
-    if d.dataset == "scenes" and d.n_classes > 15:
-        raise ConfigError(f"data.n_classes={d.n_classes} is out of range for data.dataset='scenes'; allowed [2, 15] (its layouts)")
+    if d.dataset == "scenes" and d.n_classes > 16:
+        raise ConfigError(f"data.n_classes={d.n_classes} is out of range for data.dataset='scenes'; allowed [2, 16] (its large-shape kinds)")
     if d.dataset != "imagefolder": _unused(cfg, "data", "class_list", "data.dataset is not 'imagefolder'")
     if l.level_weights is not None and len(l.level_weights) != m.n_levels:
         raise ConfigError(f"loss.level_weights={l.level_weights} needs one weight per level (model.n_levels={m.n_levels})")

@@ -26,13 +26,13 @@ class DataError(ValueError):
 
 
 # %% auto #0
-__all__ = ['SPLITS', 'SHAPE_KINDS', 'SHAPE_FILLS', 'MEAN', 'STD', 'SCENE_LAYOUTS', 'PHOTOS', 'IMG_EXTENSIONS', 'CIFAR',
-           'DataError', 'mix_seed', 'render_shape', 'ShapesDataset', 'to_display', 'show_grid', 'scene_kinds',
-           'render_scene', 'ScenesDataset', 'DigitsDataset', 'sample_photos', 'photo_batch', 'read_class_list',
-           'scan_image_folder', 'decode_image', 'check_images', 'ImageFolderDataset', 'image_folder_splits',
-           'cifar_dir', 'load_cifar', 'ArrayDataset', 'cifar_splits', 'MinimalCrop', 'MultiCrop', 'train_transform',
-           'eval_transform', 'raw_dataset', 'split_size', 'clear_dataset_cache', 'AugmentedDataset', 'NumberedBatch',
-           'build_dataset', 'EpochBatchSampler', 'MaskCollator', 'build_loader']
+__all__ = ['SPLITS', 'SHAPE_KINDS', 'SHAPE_FILLS', 'MEAN', 'STD', 'SCENE_CELLS', 'PHOTOS', 'IMG_EXTENSIONS', 'CIFAR', 'DataError',
+           'mix_seed', 'render_shape', 'ShapesDataset', 'to_display', 'show_grid', 'scene_cells', 'render_scene',
+           'ScenesDataset', 'DigitsDataset', 'sample_photos', 'photo_batch', 'read_class_list', 'scan_image_folder',
+           'decode_image', 'check_images', 'ImageFolderDataset', 'image_folder_splits', 'cifar_dir', 'load_cifar',
+           'ArrayDataset', 'cifar_splits', 'MinimalCrop', 'MultiCrop', 'train_transform', 'eval_transform',
+           'raw_dataset', 'split_size', 'clear_dataset_cache', 'AugmentedDataset', 'NumberedBatch', 'build_dataset',
+           'EpochBatchSampler', 'MaskCollator', 'build_loader']
 
 # %% ../nbs/06_data.ipynb #4f803825
 def mix_seed(*keys: int) -> int:
@@ -122,6 +122,26 @@ def _coords(n):
     c = ((np.arange(n) + 0.5) / n).astype(np.float32)
     return np.meshgrid(c, c, indexing="ij")[::-1]  # x, y in [0, 1]
 
+def _rotate(dx, dy, theta, stretch=1.0):
+    "Shape coordinates (u, v) of the offsets (dx, dy) from a shape's centre, the shape turned by `theta` and stretched."
+    return (math.cos(theta) * dx + math.sin(theta) * dy) * stretch, (-math.sin(theta) * dx + math.cos(theta) * dy) / stretch
+
+def _pose(x, y, radius, rng):
+    "Shape coordinates of the points (x, y) in [0, 1] for a shape of `radius` at a random centre, rotation and stretch."
+    cx, cy = rng.uniform(0.8 * radius, 1 - 0.8 * radius, 2)
+    theta, stretch = rng.uniform(0, 2 * math.pi), rng.uniform(0.85, 1.15)
+    return _rotate((x - cx) / radius, (y - cy) / radius, theta, stretch)
+
+def _paint(rng, S, ss, bg, bg2, layers):
+    "An (S, S, 3) uint8 image: a random background, then each (sub-pixel mask (S*ss, S*ss), colour) of `layers`, faint noise."
+    cover = [(m.reshape(S, ss, S, ss).mean((1, 3), dtype=np.float32)[..., None], c) for m, c in layers]  # pixel fractions
+    keep = np.float32(1)
+    for a, _ in cover: keep = keep - a
+    img = _background(rng, *_coords(S), bg, bg2) * keep
+    for a, c in cover: img = img + a * c
+    img = img + np.float32(0.015) * rng.standard_normal(img.shape, dtype=np.float32)
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+
 def render_shape(label: int, # class: kind `label % 16`, fill `label // 16`
                  image_size: int, # side of the square image, pixels
                  rng: np.random.Generator, # source of every random choice (position, size, colours, ...)
@@ -131,20 +151,10 @@ def render_shape(label: int, # class: kind `label % 16`, fill `label // 16`
     kind, fill = kinds[label % len(kinds)], SHAPE_FILLS[label // len(kinds)]
     ss = 4 if S <= 24 else 2 if S <= 96 else 1  # supersampling of the shape's edges
     x, y = _coords(S * ss)
-    radius = rng.uniform(0.24, 0.4)
-    cx, cy = rng.uniform(0.8 * radius, 1 - 0.8 * radius, 2)
-    theta, stretch = rng.uniform(0, 2 * math.pi), rng.uniform(0.85, 1.15)
-    dx, dy = (x - cx) / radius, (y - cy) / radius
-    u = (math.cos(theta) * dx + math.sin(theta) * dy) * stretch
-    v = (-math.sin(theta) * dx + math.cos(theta) * dy) / stretch
+    u, v = _pose(x, y, rng.uniform(0.24, 0.4), rng)
     bg, bg2, fg, fg2 = _colours(rng)
     inside, sel = SHAPE_KINDS[kind](u, v), _pattern(fill, u, v)
-    cover = lambda m: m.reshape(S, ss, S, ss).mean((1, 3), dtype=np.float32)[..., None]  # sub-pixel fraction
-    a1 = cover(inside if sel is None else inside & sel)
-    a2 = np.float32(0) if sel is None else cover(inside & ~sel)
-    img = _background(rng, *_coords(S), bg, bg2) * (1 - a1 - a2) + a1 * fg + a2 * fg2
-    img = img + np.float32(0.015) * rng.standard_normal(img.shape, dtype=np.float32)
-    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return _paint(rng, S, ss, bg, bg2, [(inside, fg)] if sel is None else [(inside & sel, fg), (inside & ~sel, fg2)])
 
 # %% ../nbs/06_data.ipynb #14ce692f
 def _check_pos(name, v, lo=1):
@@ -224,37 +234,30 @@ def show_grid(images, # a (B, 3, H, W) tensor or a sequence of (3, H, W) tensors
     return fig
 
 # %% ../nbs/06_data.ipynb #c8da24ae
-def _set_partitions(n: int) -> list[tuple]:
-    "Every partition of `n` positions into groups as restricted growth strings (`(0, 0, 1, 0)`: 1st, 2nd, 4th alike), fewest groups first."
-    out = [()]
-    for _ in range(n): out = [p + (k,) for p in out for k in range(max(p, default=-1) + 2)]
-    return sorted(out, key=lambda p: (max(p), p))
+SCENE_CELLS = 8  # a scene is an 8 x 8 lattice of cells: one cell per patch at 32 px with patch 4
 
-SCENE_LAYOUTS = _set_partitions(4)  # the 15 ways four quadrants can share shape kinds
+def scene_cells(label: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    "The (8, 8) lattice cells inside a large shape of kind `label` at a random pose, and the small shapes' kind (any other)."
+    small = int(rng.choice([k for k in range(len(SHAPE_KINDS)) if k != label]))
+    return SHAPE_KINDS[list(SHAPE_KINDS)[label]](*_pose(*_coords(SCENE_CELLS), rng.uniform(0.3, 0.45), rng)), small
 
-def scene_kinds(label: int, rng: np.random.Generator) -> list[int]:
-    "The shape kind of each quadrant (top-left, top-right, bottom-left, bottom-right): equal exactly where layout `SCENE_LAYOUTS[label]` says."
-    layout = SCENE_LAYOUTS[label]
-    kinds = rng.choice(len(SHAPE_KINDS), max(layout) + 1, replace=False)
-    return [int(kinds[g]) for g in layout]
-
-def render_scene(label: int, # class: an index into `SCENE_LAYOUTS`
-                 image_size: int, # side of the square image, pixels (two quadrants of image_size // 2)
+def render_scene(label: int, # class: the large shape's kind, an index into `SHAPE_KINDS`
+                 image_size: int, # side of the square image, pixels (cells of image_size / 8)
                  rng: np.random.Generator, # source of every random choice
                 ) -> np.ndarray: # (image_size, image_size, 3) uint8
-    "Four shapes, one per quadrant, each at its own random pose and colours; the class is which quadrants share a kind."
-    h, img = image_size // 2, np.zeros((image_size, image_size, 3), np.uint8)
-    for q, kind in enumerate(scene_kinds(label, rng)):
-        r, c = divmod(q, 2)
-        img[r * h:(r + 1) * h, c * h:(c + 1) * h] = render_shape(kind, h, rng)
-    return img
+    "A Navon figure: small shapes of one other kind in the lattice cells (`scene_cells`) that trace a large shape of kind `label`."
+    kinds, S, g = list(SHAPE_KINDS), image_size, SCENE_CELLS
+    cells, small = scene_cells(label, rng)
+    ss = 4 if S <= 64 else 2 if S <= 192 else 1  # supersampling of the small shapes' edges
+    x, y = _coords(S * ss)
+    u, v = _rotate((x * g % 1 - 0.5) / 0.4, (y * g % 1 - 0.5) / 0.4, rng.uniform(0, 2 * math.pi))  # within a cell
+    inside = cells[(y * g).astype(int), (x * g).astype(int)] & SHAPE_KINDS[kinds[small]](u, v)
+    bg, bg2, fg, _ = _colours(rng)
+    return _paint(rng, S, ss, bg, bg2, [(inside, fg)])
 
 class ScenesDataset(ShapesDataset):
-    "Procedural scenes of four shapes whose arrangement is the class (`render_scene`); generated like `ShapesDataset`."
-    max_classes = len(SCENE_LAYOUTS)
-
-    @property
-    def classes(self) -> list[str]: return ["".join("abcd"[g] for g in SCENE_LAYOUTS[c]) for c in range(self.n_classes)]
+    "Procedural Navon figures (`render_scene`) whose class is the large shape's kind; generated like `ShapesDataset`."
+    max_classes = len(SHAPE_KINDS)
 
     def _render(self, y: int, rng: np.random.Generator) -> np.ndarray: return render_scene(y, self.image_size, rng)
 
