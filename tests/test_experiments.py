@@ -1,6 +1,7 @@
 """The experiment notebooks execute under papermill with tiny parameters; sweeps; one-paragraph errors."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -234,12 +235,18 @@ def test_results_report_runs_and_refuses_mixed_budgets(tmp_path):
     hj = rec[rec.variant == "hjepa"]
     append_records(rec_csv, hj.assign(variant="hjepa+cut-all",   # a diagnostic recorded at this report's config
                                       config=ns["params_key"]("digits", "hjepa+cut-all", 0)))
+    # the pairs at a second step budget, from records: the budget question gets its rows and its gap figure
+    append_records(rec_csv, rec.assign(config=[ns["params_key"]("digits", v, 0, 8) for v in rec.variant], budget="8 steps", steps=8))
     before = pd.read_csv(rec_csv)
     before.assign(variant=before.variant.replace({"hjepa": "hjepa-old-name"})).to_csv(rec_csv, index=False)  # renamed
     rec.iloc[:1].assign(device="other-device", knn=0.123).to_csv(tmp_path / "nbs/experiments/results_replication.csv", index=False)
     r = report("r.ipynb", "-p", "train_missing", "False", "-y", "variants: [ijepa, hjepa, hjepa+vicreg]",
-               "-y", "diagnostics: [hjepa+cut-all, hjepa+separate]", root=tmp_path / "elsewhere")
+               "-y", "diagnostics: [hjepa+cut-all, hjepa+separate]", "-y", "hierarchy_budgets: [4, 8]", root=tmp_path / "elsewhere")
     assert r.returncode == 0, r.stderr[-3000:]
+    hier = next(c for c in nbformat.read(tmp_path / "r.ipynb", as_version=4).cells if "def pair_rows" in c.source)
+    assert sum("image/png" in o.get("data", {}) for o in hier.outputs) == 2  # the gap along the budget, then the pairs' bars
+    table = next(str(o["data"]["text/plain"]) for o in hier.outputs if "steps to flat" in str(o.get("data", {}).get("text/plain")))
+    assert re.search(r"^\s*(digits\s+)?4\s+hjepa\s", table, re.M) and re.search(r"^\s*(digits\s+)?8\s+hjepa\s", table, re.M), table
     assert not (tmp_path / "elsewhere").exists()                   # nothing was trained
     said = stream_text(tmp_path / "r.ipynb")
     assert "0 runs swept" in said and ", 2 taken from" in said, said
