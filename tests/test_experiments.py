@@ -235,13 +235,16 @@ def test_results_report_runs_and_refuses_mixed_budgets(tmp_path):
     hj = rec[rec.variant == "hjepa"]
     append_records(rec_csv, hj.assign(variant="hjepa+cut-all",   # a diagnostic recorded at this report's config
                                       config=ns["params_key"]("digits", "hjepa+cut-all", 0)))
+    append_records(rec_csv, hj.assign(variant="hjepa+level0-only",  # an ablation, recorded with hjepa's probe
+                                      config=ns["params_key"]("digits", "hjepa+level0-only", 0)))
     # the pairs at a second step budget, from records: the budget question gets its rows and its gap figure
     append_records(rec_csv, rec.assign(config=[ns["params_key"]("digits", v, 0, 8) for v in rec.variant], budget="8 steps", steps=8))
     before = pd.read_csv(rec_csv)
     before.assign(variant=before.variant.replace({"hjepa": "hjepa-old-name"})).to_csv(rec_csv, index=False)  # renamed
     rec.iloc[:1].assign(device="other-device", knn=0.123).to_csv(tmp_path / "nbs/experiments/results_replication.csv", index=False)
     r = report("r.ipynb", "-p", "train_missing", "False", "-y", "variants: [ijepa, hjepa, hjepa+vicreg]",
-               "-y", "diagnostics: [hjepa+cut-all, hjepa+separate]", "-y", "hierarchy_budgets: [4, 8]", root=tmp_path / "elsewhere")
+               "-y", "diagnostics: [hjepa+cut-all, hjepa+separate]", "-y", "hierarchy_budgets: [4, 8]",
+               "-y", "ablations: [hjepa+level0-only, hjepa+fpn]", root=tmp_path / "elsewhere")
     assert r.returncode == 0, r.stderr[-3000:]
     hier = next(c for c in nbformat.read(tmp_path / "r.ipynb", as_version=4).cells if "def pair_rows" in c.source)
     assert sum("image/png" in o.get("data", {}) for o in hier.outputs) == 2  # the gap along the budget, then the pairs' bars
@@ -257,6 +260,10 @@ def test_results_report_runs_and_refuses_mixed_budgets(tmp_path):
     # a diagnostic variant is shown from its record only
     md = "\n".join(str(o["data"]["text/markdown"]) for o in outputs(tmp_path / "r.ipynb", "text/markdown"))
     assert "`hjepa+cut-all` digits 1 of 1 seeds; `hjepa+separate` none recorded" in md
+    # the answer sets each recorded ablation against hjepa and ijepa (an unrecorded one is left out)
+    ij_minus_hj = f"{100 * (hj.probe.iloc[0] - rec[rec.variant == 'ijepa'].probe.iloc[0]):+.1f}"
+    assert (f"**The hierarchy's ablations (digits):** `hjepa` {100 * hj.probe.iloc[0]:.1f} (1 seed); `hjepa+level0-only` "
+            f"{100 * hj.probe.iloc[0]:.1f} (1 seed): +0.0 vs `hjepa`, {ij_minus_hj} vs `ijepa`.") in md, md
     # a recorded run made again on another device (the replication records) is shown next to its record
     rep = [t for o in outputs(tmp_path / "r.ipynb", "text/plain") if "other-device" in (t := str(o["data"]["text/plain"]))]
     assert len(rep) == 1 and f"digits/{rec.variant.iloc[0]}-s0" in rep[0], rep   # one table, naming the run
